@@ -1,0 +1,160 @@
+"""The `blendmask-edu` command (contract in the README; keep it stable).
+
+    blendmask-edu make-shapes OUT_DIR --num-images N --image-size S --seed K
+    blendmask-edu train --preset NAME --train DATA --val DATA --output-dir RUN [...]
+    blendmask-edu evaluate --checkpoint CKPT --data DATA [--output JSON]
+    blendmask-edu predict --checkpoint CKPT IMAGE... --output-dir D
+    blendmask-edu demo [--output-dir runs/demo]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from .config import get_preset
+
+
+def cmd_make_shapes(args) -> None:
+    from .data.shapes import make_shapes
+
+    out = make_shapes(args.out_dir, args.num_images, args.image_size, args.seed)
+    print(f"wrote {args.num_images} images and {out / 'annotations.json'}")
+
+
+def build_config(args):
+    cfg = get_preset(args.preset)
+    if args.mask_branch is not None:
+        cfg.model.mask_branch = args.mask_branch
+    if args.max_iters is not None:
+        cfg.train.max_iters = args.max_iters
+        if args.time_budget_min is None:
+            cfg.train.time_budget_min = 0.0  # an explicit iteration count wins over the budget
+    if args.time_budget_min is not None:
+        cfg.train.time_budget_min = args.time_budget_min
+    if args.batch_size is not None:
+        cfg.train.batch_size = args.batch_size
+    if args.backbone_weights is not None:
+        cfg.model.backbone.weights_path = args.backbone_weights
+        cfg.model.backbone.pretrained = False
+    if args.pretrained:
+        cfg.model.backbone.pretrained = True
+        cfg.model.backbone.weights_path = None
+    if args.no_pretrained:
+        cfg.model.backbone.pretrained = False
+        cfg.model.backbone.weights_path = None
+    cfg.train.device = args.device
+    cfg.train.seed = args.seed
+    return cfg
+
+
+def cmd_train(args) -> None:
+    from .engine.trainer import train
+
+    results = train(build_config(args), args.train, args.val, args.output_dir, resume=args.resume)
+    print_metrics(results)
+
+
+def cmd_evaluate(args) -> None:
+    from .data.coco import CocoInstances
+    from .data.transforms import build_transforms
+    from .engine.checkpoint import model_from_checkpoint
+    from .engine.evaluate import evaluate_model
+    from .engine.trainer import resolve_device
+
+    device = resolve_device(args.device)
+    model, cfg, _ = model_from_checkpoint(args.checkpoint, device)
+    dataset = CocoInstances(args.data, build_transforms(cfg.data, train=False))
+    results = evaluate_model(model, dataset, device)
+    print_metrics(results)
+    if args.output:
+        Path(args.output).write_text(json.dumps(results, indent=2) + "\n")
+
+
+def cmd_predict(args) -> None:
+    from .engine.predict import predict_images
+
+    predict_images(args.checkpoint, args.images, args.output_dir, args.device, args.score_thresh)
+
+
+def cmd_demo(args) -> None:
+    from .demo import run_demo
+
+    run_demo(args.output_dir, time_budget_min=args.time_budget_min, device=args.device)
+
+
+def print_metrics(results: dict) -> None:
+    for kind, metrics in results.items():
+        numbers = "  ".join(f"{k} {v:.3f}" for k, v in metrics.items())
+        print(f"{kind:5s} {numbers}")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="blendmask-edu", description=__doc__.split("\n")[0])
+    sub = p.add_subparsers(dest="command", required=True)
+
+    s = sub.add_parser("make-shapes", help="write the synthetic shapes dataset (COCO format)")
+    s.add_argument("out_dir")
+    s.add_argument("--num-images", type=int, default=1000)
+    s.add_argument("--image-size", type=int, default=128)
+    s.add_argument("--seed", type=int, default=0)
+    s.set_defaults(func=cmd_make_shapes)
+
+    s = sub.add_parser("train", help="train a model (FCOS + a mask branch)")
+    s.add_argument("--preset", default="shapes")
+    s.add_argument("--train", required=True, help="DIR (DIR/annotations.json) or a COCO JSON")
+    s.add_argument("--val", default=None)
+    s.add_argument("--output-dir", required=True)
+    s.add_argument("--mask-branch", choices=["blender", "none"], default=None)
+    s.add_argument("--max-iters", type=int, default=None)
+    s.add_argument("--time-budget-min", type=float, default=None)
+    s.add_argument("--batch-size", type=int, default=None)
+    s.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
+    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--resume", action="store_true", help="continue from OUTPUT_DIR's checkpoint")
+    w = s.add_mutually_exclusive_group()
+    w.add_argument("--backbone-weights", default=None, help="local backbone state_dict file")
+    w.add_argument("--pretrained", action="store_true", help="timm's weights (needs internet)")
+    w.add_argument("--no-pretrained", action="store_true", help="train the backbone from scratch")
+    s.set_defaults(func=cmd_train)
+
+    s = sub.add_parser("evaluate", help="COCO AP of a checkpoint on a dataset")
+    s.add_argument("--checkpoint", required=True)
+    s.add_argument("--data", required=True)
+    s.add_argument("--output", default=None)
+    s.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
+    s.set_defaults(func=cmd_evaluate)
+
+    s = sub.add_parser("predict", help="predict on images: predictions.json + overlays")
+    s.add_argument("--checkpoint", required=True)
+    s.add_argument("images", nargs="+")
+    s.add_argument("--output-dir", required=True)
+    s.add_argument("--score-thresh", type=float, default=0.3)
+    s.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
+    s.set_defaults(func=cmd_predict)
+
+    s = sub.add_parser("demo", help="shapes data → train BlendMask → COCO AP → pictures")
+    s.add_argument("--output-dir", default="runs/demo")
+    s.add_argument("--time-budget-min", type=float, default=None)
+    s.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
+    s.set_defaults(func=cmd_demo)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    from .data.coco import DatasetError
+    from .engine.trainer import NonFiniteLossError
+
+    args = build_parser().parse_args(argv)
+    try:
+        args.func(args)
+    except (DatasetError, NonFiniteLossError, FileNotFoundError, FileExistsError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

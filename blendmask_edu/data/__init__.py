@@ -1,0 +1,1 @@
+"""Data: the synthetic shapes generator, the COCO dataset, transforms and collate."""

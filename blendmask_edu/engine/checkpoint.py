@@ -1,0 +1,70 @@
+"""Checkpoints written atomically and read back with `torch.load(weights_only=True)`.
+
+A checkpoint holds only tensors, numbers, strings, lists and dicts (no pickled classes), so
+loading it cannot run code. It is written to `NAME.tmp` and renamed over `NAME`: a run killed
+mid-write leaves the previous checkpoint intact.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+from pathlib import Path
+
+import numpy as np
+import torch
+
+
+def save_checkpoint(state: dict, path: str | Path) -> None:
+    path = Path(path)
+    tmp = path.with_name(path.name + ".tmp")
+    torch.save(state, tmp)
+    os.replace(tmp, path)  # atomic on POSIX
+
+
+def load_checkpoint(path: str | Path) -> dict:
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"checkpoint not found: {path}")
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:
+        raise RuntimeError(f"{path}: not a readable blendmask_edu checkpoint ({err})") from err
+
+
+def rng_state() -> dict:
+    """Python, NumPy and torch RNG states as weights_only-safe values."""
+    np_state = np.random.get_state()
+    state = {
+        "python": list(random.getstate()[1]) + [random.getstate()[2] or 0],
+        "python_version": random.getstate()[0],
+        "numpy": {"keys": torch.from_numpy(np_state[1].astype(np.int64)), "pos": int(np_state[2])},
+        "torch": torch.get_rng_state(),
+    }
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict) -> None:
+    py = state["python"]
+    random.setstate((state["python_version"], tuple(py[:-1]), py[-1] or None))
+    keys = state["numpy"]["keys"].numpy().astype(np.uint32)
+    np.random.set_state(("MT19937", keys, state["numpy"]["pos"], 0, 0.0))
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def model_from_checkpoint(path: str | Path, device="cpu"):
+    """Rebuild the trained model of a checkpoint → (model in eval mode, Config, categories)."""
+    from ..config import Config
+    from ..modeling.segmenter import InstanceSegmenter
+
+    ckpt = load_checkpoint(path)
+    cfg = Config.from_dict(ckpt["config"])
+    cfg.model.backbone.pretrained = False  # the checkpoint holds every weight
+    cfg.model.backbone.weights_path = None
+    model = InstanceSegmenter(cfg.model)
+    model.load_state_dict(ckpt["model"])
+    return model.to(device).eval(), cfg, ckpt["categories"]

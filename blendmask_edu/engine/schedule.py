@@ -1,0 +1,53 @@
+"""Optimiser and learning-rate schedule: linear warmup, then step decay or cosine.
+
+    lr(it) = base_lr · warmup(it) · decay(it)
+    warmup(it) = f + (1 − f)·it/T_w  for it < T_w, else 1         (Goyal et al. 2017)
+    decay(it)  = γ^(number of steps ≤ it)                          ("step")
+               = ½·(1 + cos(π·it/T))                               ("cosine", T = total iters)
+
+`total_iters` is a one-element list so that a time budget can set it once the speed of the
+machine is known (the trainer does this); it is saved in the checkpoint.
+"""
+
+from __future__ import annotations
+
+import bisect
+import math
+
+import torch
+from torch import nn
+
+from ..config import OptimConfig
+
+
+def build_optimizer(model: nn.Module, cfg: OptimConfig) -> torch.optim.Optimizer:
+    """No weight decay on biases and normalisation parameters (1-D tensors)."""
+    decay = [p for p in model.parameters() if p.requires_grad and p.ndim > 1]
+    no_decay = [p for p in model.parameters() if p.requires_grad and p.ndim <= 1]
+    groups = [
+        {"params": decay, "weight_decay": cfg.weight_decay},
+        {"params": no_decay, "weight_decay": 0.0},
+    ]
+    if cfg.name == "sgd":
+        return torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum)
+    if cfg.name == "adamw":
+        return torch.optim.AdamW(groups, lr=cfg.lr)
+    raise ValueError(f"optim.name: unknown optimiser {cfg.name!r}; choose 'sgd' or 'adamw'")
+
+
+def lr_factor(it: int, cfg: OptimConfig, total_iters: int) -> float:
+    warm = 1.0
+    if it < cfg.warmup_iters:
+        warm = cfg.warmup_factor + (1 - cfg.warmup_factor) * it / cfg.warmup_iters
+    if cfg.schedule == "step":
+        return warm * cfg.gamma ** bisect.bisect_right(list(cfg.steps), it)
+    if cfg.schedule == "cosine":
+        progress = min(it / max(total_iters, 1), 1.0)
+        return warm * 0.5 * (1 + math.cos(math.pi * progress))
+    raise ValueError(f"optim.schedule: unknown schedule {cfg.schedule!r}; 'step' or 'cosine'")
+
+
+def build_scheduler(optimizer, cfg: OptimConfig, total_iters: list[int]):
+    return torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda it: lr_factor(it, cfg, total_iters[0])
+    )

@@ -1,0 +1,238 @@
+"""The one training loop that every model of the zoo shares.
+
+    for it in range(start, total):
+        images, targets = next(batches)          # InfiniteBatchSampler: resumable, DDP-split
+        losses = model(images, targets)          # dict of loss terms (autocast on CUDA)
+        check every term is finite               # else stop, the last checkpoint untouched
+        backward (GradScaler on CUDA) → clip → optimizer.step → scheduler.step
+        log metrics.jsonl / checkpoint_last.pt (atomic) / periodic COCO evaluation
+    final COCO evaluation → eval.json
+
+Stops at `max_iters` or at the time budget: with `time_budget_min`, the loop measures its own
+speed and fixes the total number of iterations (and so the cosine schedule) to fit the budget.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import torch
+from torch.nn.parallel import DistributedDataParallel
+from torch.utils.data import DataLoader
+from tqdm.auto import tqdm
+
+from ..config import Config
+from ..data.batching import collate
+from ..data.coco import CocoInstances
+from ..data.transforms import build_transforms
+from ..modeling.segmenter import InstanceSegmenter
+from . import distributed as dist
+from .checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
+from .evaluate import evaluate_model
+from .sampler import InfiniteBatchSampler, SeededAugmentation
+from .schedule import build_optimizer, build_scheduler
+
+CHECKPOINT = "checkpoint_last.pt"
+
+
+class NonFiniteLossError(RuntimeError):
+    """A loss term became NaN or ±inf; the run stops without writing a checkpoint."""
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError("--device cuda was asked for, but CUDA is not available here")
+    if name not in ("cpu", "cuda"):
+        raise ValueError(f"train.device: {name!r} is not one of auto, cpu, cuda")
+    return torch.device(name)
+
+
+def move_targets(targets: list[dict], device) -> list[dict]:
+    return [{k: v.to(device) if torch.is_tensor(v) else v for k, v in t.items()} for t in targets]
+
+
+class Trainer:
+    def __init__(self, cfg: Config, train_path, val_path, output_dir, model=None, progress=True):
+        self.cfg, self.progress = cfg, progress
+        self.out = Path(output_dir)
+        self.device = resolve_device(cfg.train.device)
+        self.distributed = dist.init_from_env(self.device)
+        if self.device.type == "cuda" and self.distributed:
+            self.device = torch.device("cuda", torch.cuda.current_device())
+        self.train_set = CocoInstances(train_path, build_transforms(cfg.data, train=True))
+        self.val_set = CocoInstances(val_path, build_transforms(cfg.data, train=False)) if val_path else None
+        self.categories = self.train_set.categories
+        if cfg.model.fcos.num_classes != len(self.categories):
+            print(f"note: {len(self.categories)} categories in {train_path}: "
+                  f"model.fcos.num_classes set from {cfg.model.fcos.num_classes}")
+            cfg.model.fcos.num_classes = len(self.categories)
+        torch.manual_seed(cfg.train.seed)
+        self.model = (model or InstanceSegmenter(cfg.model)).to(self.device)
+        self.optimizer = build_optimizer(self.model, cfg.optim)
+        self.total_iters = [cfg.train.max_iters]
+        self.scheduler = build_scheduler(self.optimizer, cfg.optim, self.total_iters)
+        self.amp = cfg.train.amp and self.device.type == "cuda"
+        self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp)
+        self.start_iter, self.elapsed = 0, 0.0
+        self.ddp_model = self.model
+        if self.distributed:
+            if self.device.type == "cuda" and not cfg.model.backbone.freeze_bn:
+                self.model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(self.model)
+            ids = [self.device.index] if self.device.type == "cuda" else None
+            self.ddp_model = DistributedDataParallel(self.model, device_ids=ids)
+
+    # -- state -------------------------------------------------------------------------
+    def state_dict(self, iteration: int) -> dict:
+        return {
+            "format": 1,
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "scaler": self.scaler.state_dict(),
+            "rng": rng_state(),
+            "iteration": iteration,  # the next iteration to run
+            "total_iters": self.total_iters[0],
+            "elapsed": self.elapsed,
+            "config": self.cfg.to_dict(),
+            "categories": self.categories,
+        }
+
+    def resume(self) -> None:
+        path = self.out / CHECKPOINT
+        if not path.exists():
+            print(f"--resume: no {path} yet, starting from scratch")
+            return
+        ckpt = load_checkpoint(path)
+        self.model.load_state_dict(ckpt["model"])
+        self.optimizer.load_state_dict(ckpt["optimizer"])
+        self.scheduler.load_state_dict(ckpt["scheduler"])
+        self.scaler.load_state_dict(ckpt["scaler"])
+        set_rng_state(ckpt["rng"])
+        self.start_iter, self.elapsed = ckpt["iteration"], ckpt["elapsed"]
+        self.total_iters[0] = ckpt["total_iters"]
+        self._truncate_metrics(self.start_iter)
+        print(f"resumed from {path} at iteration {self.start_iter}")
+
+    def save(self, iteration: int) -> None:
+        if dist.is_main_process():
+            save_checkpoint(self.state_dict(iteration), self.out / CHECKPOINT)
+
+    # -- logging -------------------------------------------------------------------------
+    def _truncate_metrics(self, start_iter: int) -> None:
+        path = self.out / "metrics.jsonl"
+        if dist.is_main_process() and path.exists():
+            lines = [ln for ln in path.read_text().splitlines() if ln.strip()]
+            kept = [ln for ln in lines if json.loads(ln).get("iter", -1) < start_iter]
+            path.write_text("".join(ln + "\n" for ln in kept))
+
+    def log(self, record: dict) -> None:
+        if dist.is_main_process():
+            with open(self.out / "metrics.jsonl", "a") as f:
+                f.write(json.dumps(record) + "\n")
+
+    # -- the loop ------------------------------------------------------------------------
+    def batches(self):
+        sampler = InfiniteBatchSampler(
+            len(self.train_set), self.cfg.train.batch_size, self.cfg.train.seed,
+            dist.rank(), dist.world_size(), self.start_iter,
+        )
+        loader = DataLoader(
+            SeededAugmentation(self.train_set), batch_sampler=sampler, collate_fn=collate,
+            num_workers=self.cfg.data.num_workers, persistent_workers=False,
+        )
+        return iter(loader)
+
+    def step(self, images, targets, it: int) -> dict[str, float]:
+        images = [im.to(self.device, non_blocking=True) for im in images]
+        targets = move_targets(targets, self.device)
+        with torch.autocast(self.device.type, enabled=self.amp):
+            losses = self.ddp_model(images, targets)
+        for name, value in losses.items():
+            if not torch.isfinite(value):
+                raise NonFiniteLossError(
+                    f"iteration {it}: loss term {name!r} is {value.item()} (not finite); "
+                    f"training stopped. The last good checkpoint ({self.out / CHECKPOINT}) "
+                    "was left untouched: lower the learning rate or check the data."
+                )
+        total = sum(losses.values())
+        self.optimizer.zero_grad(set_to_none=True)
+        self.scaler.scale(total).backward()
+        if self.cfg.optim.clip_grad_norm > 0:
+            self.scaler.unscale_(self.optimizer)
+            torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.optim.clip_grad_norm)
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        self.scheduler.step()
+        out = {k: v.item() for k, v in losses.items()}
+        out["loss"] = total.item()
+        return out
+
+    def fit_budget(self, it: int, sec_per_iter: float) -> None:
+        """Fix the total number of iterations so training ends within the time budget."""
+        budget = self.cfg.train.time_budget_min * 60
+        if budget <= 0:
+            return
+        remaining = max(budget - self.elapsed, 0.0)
+        fitted = it + int(remaining / max(sec_per_iter, 1e-9))
+        fitted = torch.tensor(float(min(fitted, self.cfg.train.max_iters)))
+        self.total_iters[0] = int(dist.reduce_mean(fitted).item())  # all ranks agree
+
+    def train(self, resume: bool = False) -> dict:
+        self.out.mkdir(parents=True, exist_ok=True)
+        if dist.is_main_process():
+            self.cfg.save(self.out / "config.json")
+        if resume:
+            self.resume()
+        tcfg = self.cfg.train
+        batches = self.batches()
+        self.model.train()
+        bar = tqdm(total=self.total_iters[0], initial=self.start_iter, desc="train",
+                   disable=not (self.progress and dist.is_main_process()), dynamic_ncols=True)
+        it, window_t, window_n = self.start_iter, 0.0, 0
+        timed_from = self.start_iter + 2  # the first iterations are slow (allocations)
+        while it < self.total_iters[0]:
+            t0 = time.perf_counter()
+            images, targets = next(batches)
+            losses = self.step(images, targets, it)
+            dt = time.perf_counter() - t0
+            self.elapsed += dt
+            it += 1
+            if it > timed_from:
+                window_t, window_n = window_t + dt, window_n + 1
+            if window_n and (it - timed_from) % 10 == 0:
+                self.fit_budget(it, window_t / window_n)
+                bar.total = self.total_iters[0]
+            bar.update(1)
+            bar.set_postfix({k: f"{v:.3f}" for k, v in losses.items()}, refresh=False)
+            if it % tcfg.log_period == 0 or it == self.total_iters[0]:
+                self.log({"iter": it, **losses, "lr": self.optimizer.param_groups[0]["lr"],
+                          "sec_per_iter": dt, "images_per_s": tcfg.batch_size / dt})
+            if it % tcfg.checkpoint_period == 0:
+                self.save(it)
+            if tcfg.eval_period and it % tcfg.eval_period == 0 and it < self.total_iters[0]:
+                self.evaluate(it)
+        bar.close()
+        self.save(it)
+        return self.evaluate(it, final=True)
+
+    def evaluate(self, it: int, final: bool = False) -> dict:
+        if self.val_set is None or not dist.is_main_process():
+            dist.barrier()
+            return {}
+        results = evaluate_model(self.model, self.val_set, self.device, progress=self.progress)
+        if final:
+            (self.out / "eval.json").write_text(json.dumps(results, indent=2) + "\n")
+        self.log({"iter": it, "eval": results})
+        dist.barrier()
+        return results
+
+
+def train(cfg: Config, train_path, val_path, output_dir, resume=False, model=None,
+          progress=True) -> dict:
+    """Train `cfg` (see `Trainer`); returns the final COCO metrics (also in eval.json)."""
+    return Trainer(cfg, train_path, val_path, output_dir, model, progress).train(resume)
+

@@ -1,0 +1,86 @@
+"""Backbone (any timm model, `features_only`) + Feature Pyramid Network → P3..P7.
+
+    image [B, 3, H, W]
+      └─ timm backbone ─► C3 [B, c3, H/8, W/8], C4 [B, c4, H/16, W/16], C5 [B, c5, H/32, W/32]
+           └─ FPN (Lin et al. 2017) ─► P3, P4, P5 [B, D, H/s, W/s]
+                └─ FCOS' extra levels (Tian et al. 2019, §3.2): P6 = conv3×3/2(P5), P7 = conv3×3/2(relu(P6))
+
+We teach the detector and the mask branch, not the backbone, so the backbone is timm's and
+the FPN is `torchvision.ops.FeaturePyramidNetwork`.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+
+import torch
+from torch import nn
+from torchvision.ops import FeaturePyramidNetwork
+from torchvision.ops.feature_pyramid_network import LastLevelP6P7
+
+from ..config import BackboneConfig, FPNConfig
+from .weights import load_backbone_weights
+
+FEATURE_STRIDES = (8, 16, 32)  # C3, C4, C5
+
+
+def create_timm_backbone(cfg: BackboneConfig) -> nn.Module:
+    """A timm model returning its stride-8/16/32 feature maps (C3, C4, C5)."""
+    import timm
+
+    kwargs = dict(features_only=True, pretrained=False)
+    probe = timm.create_model(cfg.name, **kwargs)
+    reductions = probe.feature_info.reduction()
+    missing = [s for s in FEATURE_STRIDES if s not in reductions]
+    if missing:
+        raise ValueError(f"backbone {cfg.name!r} has no feature maps at strides {missing}")
+    out_indices = tuple(reductions.index(s) for s in FEATURE_STRIDES)
+    if cfg.pretrained:
+        body = _timm_pretrained(cfg.name, out_indices)
+    else:
+        body = timm.create_model(cfg.name, out_indices=out_indices, **kwargs)
+        if cfg.weights_path:
+            load_backbone_weights(body, cfg.name, cfg.weights_path)
+    return body
+
+
+def _timm_pretrained(name: str, out_indices: tuple[int, ...]) -> nn.Module:
+    import timm
+
+    try:
+        return timm.create_model(name, features_only=True, pretrained=True, out_indices=out_indices)
+    except Exception as err:  # no internet, no hub cache, hub offline mode...
+        raise RuntimeError(
+            f"could not get timm's pretrained weights for backbone {name!r} ({type(err).__name__}: "
+            f"{err}). This machine may be offline. Download the weights elsewhere, e.g. "
+            f"`torch.save(timm.create_model({name!r}, pretrained=True).state_dict(), 'w.pth')`, "
+            "then pass the file with `--backbone-weights w.pth` (BackboneConfig.weights_path) "
+            "and leave `pretrained` off."
+        ) from err
+
+
+class BackboneFPN(nn.Module):
+    """timm backbone + FPN. `forward(x)` → OrderedDict p3..p7, each [B, D, H/s, W/s]."""
+
+    def __init__(self, backbone_cfg: BackboneConfig, fpn_cfg: FPNConfig):
+        super().__init__()
+        self.body = create_timm_backbone(backbone_cfg)
+        self.freeze_bn = backbone_cfg.freeze_bn
+        in_channels = self.body.feature_info.channels()  # e.g. [40, 112, 320] for lite0
+        D = fpn_cfg.channels
+        # P6 is made from P5 (in_channels == out_channels), as in FCOS.
+        self.fpn = FeaturePyramidNetwork(in_channels, D, extra_blocks=LastLevelP6P7(D, D))
+        self.out_channels = D
+        self.strides = (8, 16, 32, 64, 128)  # P3..P7
+
+    def forward(self, x: torch.Tensor) -> OrderedDict[str, torch.Tensor]:
+        c3, c4, c5 = self.body(x)
+        return self.fpn(OrderedDict(p3=c3, p4=c4, p5=c5))  # p3..p7
+
+    def train(self, mode: bool = True):
+        super().train(mode)
+        if mode and self.freeze_bn:  # keep the pretrained statistics (small batches)
+            for m in self.body.modules():
+                if isinstance(m, nn.modules.batchnorm._BatchNorm):
+                    m.eval()
+        return self

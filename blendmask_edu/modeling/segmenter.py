@@ -1,0 +1,101 @@
+"""InstanceSegmenter = backbone+FPN → FCOS → a mask branch (BlendMask's blender by default).
+
+    images (list of [3, H, W] in [0, 1])
+      └─ normalise, pad to a multiple of 32 ─► [B, 3, Hp, Wp]
+           └─ BackboneFPN ─► P3..P7
+                ├─ FCOS ─► losses | detections (boxes, scores, labels, loc_index)
+                └─ mask branch ─► losses | [N, R, R] masks per image ─► pasted into the image
+
+The mask branch is injected (`mask_branch=...`) or built from `ModelConfig.mask_branch`;
+`mask_branch="none"` gives the detector alone.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from ..config import ModelConfig
+from ..data.batching import pad_images
+from .backbone import BackboneFPN
+from .fcos import FCOS
+from .mask_branch import MaskBranch
+from .paste import paste_masks
+
+
+def build_mask_branch(cfg: ModelConfig, in_channels: int) -> MaskBranch | None:
+    if cfg.mask_branch == "none":
+        return None
+    if cfg.mask_branch == "blender":
+        from .blendmask import BlendMaskBranch
+
+        return BlendMaskBranch(cfg.blender, in_channels, cfg.fcos)
+    raise ValueError(f"unknown mask branch {cfg.mask_branch!r}; choose 'blender' or 'none'")
+
+
+class InstanceSegmenter(nn.Module):
+    def __init__(
+        self,
+        cfg: ModelConfig,
+        mask_branch: MaskBranch | None = None,
+        backbone: nn.Module | None = None,
+        size_divisibility: int = 32,
+    ):
+        super().__init__()
+        self.cfg = cfg
+        self.backbone = backbone if backbone is not None else BackboneFPN(cfg.backbone, cfg.fpn)
+        self.fcos = FCOS(cfg.fcos, self.backbone.out_channels)
+        if mask_branch is None:
+            mask_branch = build_mask_branch(cfg, self.backbone.out_channels)
+        self.mask_branch = mask_branch
+        self.size_divisibility = size_divisibility
+        self.register_buffer("pixel_mean", torch.tensor(cfg.pixel_mean).view(3, 1, 1), False)
+        self.register_buffer("pixel_std", torch.tensor(cfg.pixel_std).view(3, 1, 1), False)
+
+    def preprocess(self, images: list[torch.Tensor]):
+        """Normalise each [3, H, W] image, then zero-pad the batch → [B, 3, Hp, Wp], sizes."""
+        normed = [(im.to(self.pixel_mean.device) - self.pixel_mean) / self.pixel_std for im in images]
+        return pad_images(normed, self.size_divisibility)
+
+    def forward(
+        self,
+        images: list[torch.Tensor],
+        targets: list[dict] | None = None,
+        orig_sizes: list[tuple[int, int]] | None = None,
+    ):
+        """Training: `targets` required → dict of losses.
+        Inference: → per image {"boxes", "scores", "labels"[, "masks"]} at `orig_sizes`
+        (default: the input sizes); masks are [N, H, W] probabilities."""
+        out = self.run(images, targets if self.training else None)
+        if self.training:
+            return out["losses"]
+        return self.postprocess(out, orig_sizes)
+
+    def run(self, images: list[torch.Tensor], targets: list[dict] | None = None) -> dict:
+        """Every stage's output in one dict (features, fcos, masks, losses): for teaching."""
+        if targets is None and self.training:
+            raise ValueError("InstanceSegmenter in training mode needs targets")
+        x, image_sizes = self.preprocess(images)
+        features = self.backbone(x)  # p3..p7
+        fcos_out = self.fcos(list(features.values()), image_sizes, targets)
+        out = {"image_sizes": image_sizes, "features": features, "fcos": fcos_out}
+        if targets is not None:
+            losses = dict(fcos_out["losses"])
+            if self.mask_branch is not None:
+                losses.update(self.mask_branch.forward_train(features, fcos_out, targets))
+            out["losses"] = losses
+        elif self.mask_branch is not None:
+            out["masks"] = self.mask_branch.forward_test(features, fcos_out, fcos_out["detections"])
+        return out
+
+    def postprocess(self, out: dict, orig_sizes=None) -> list[dict]:
+        results = []
+        for b, det in enumerate(out["fcos"]["detections"]):
+            h, w = out["image_sizes"][b]
+            H, W = orig_sizes[b] if orig_sizes is not None else (h, w)
+            scale = det["boxes"].new_tensor([W / w, H / h, W / w, H / h])
+            res = {"boxes": det["boxes"] * scale, "scores": det["scores"], "labels": det["labels"]}
+            if "masks" in out:
+                res["masks"] = paste_masks(out["masks"][b]["masks"], res["boxes"], (H, W))
+            results.append(res)
+        return results
