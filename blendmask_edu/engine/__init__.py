@@ -1,0 +1,1 @@
+"""Training loop, COCO evaluation, checkpoints: everything that runs a model over data."""

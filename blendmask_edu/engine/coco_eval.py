@@ -1,0 +1,161 @@
+"""COCO box and mask AP of a model's predictions, with pycocotools' COCOeval.
+
+A prediction is one dict per image, in the original image's pixel coordinates:
+
+    {"image_id": int,
+     "boxes":  [N, 4] xyxy,   "scores": [N],   "labels": [N] contiguous 1..C,
+     "masks":  [N, H, W] bool / uint8, or float probabilities (thresholded at 0.5)}
+
+`predictions_to_coco_results` turns them into COCO's results format (what `loadRes` reads and
+what `predictions.json` holds) and `evaluate_coco` scores them:
+
+    {"bbox": {"AP": .., "AP50": .., ..., "ARl": ..}, "segm": {...}}
+
+with COCO's 12 summary numbers, as fractions in [0, 1] (COCO writes -1 where a size range
+has no ground truth).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+
+import numpy as np
+import pycocotools.mask as mask_utils
+import torch
+from pycocotools.coco import COCO
+from pycocotools.cocoeval import COCOeval
+
+# The order of COCOeval.stats after summarize().
+STAT_NAMES = (
+    *("AP", "AP50", "AP75", "APs", "APm", "APl"),  # precision: IoU .50:.95, .50, .75; by area
+    *("AR1", "AR10", "AR100", "ARs", "ARm", "ARl"),  # recall: 1, 10, 100 detections; by area
+)
+
+
+def predictions_to_coco_results(
+    predictions: list[dict], label_to_cat_id: dict[int, int], iou_types=("bbox", "segm")
+) -> dict[str, list[dict]]:
+    """COCO results, one list per IoU type: `{"bbox": [...], "segm": [...]}`.
+
+    Each entry is `{"image_id", "category_id", "score"}` plus `"bbox": [x, y, w, h]` or
+    `"segmentation": {"size": [H, W], "counts": str}` (compressed RLE). The two types are kept
+    apart because `COCO.loadRes` treats any entry that has a "bbox" as a box result.
+    """
+    results = {iou_type: [] for iou_type in iou_types}
+    for i, pred in enumerate(predictions):
+        scores = pred["scores"].detach().float().cpu().tolist()
+        if not scores:
+            continue
+        common = [
+            {"image_id": int(pred["image_id"]), "category_id": label_to_cat_id[label], "score": s}
+            for label, s in zip(pred["labels"].cpu().tolist(), scores)
+        ]
+        if "bbox" in results:
+            boxes = _xyxy_to_xywh(pred["boxes"].detach().float().cpu())  # [N, 4]
+            for entry, box in zip(common, boxes.tolist()):
+                results["bbox"].append({**entry, "bbox": box})
+        if "segm" in results:
+            if pred.get("masks") is None:
+                raise ValueError(
+                    f"predictions[{i}] (image id {pred['image_id']}) has no 'masks'; "
+                    "evaluate with iou_types=('bbox',) for a detector without masks"
+                )
+            for entry, rle in zip(common, encode_masks(pred["masks"])):
+                results["segm"].append({**entry, "segmentation": rle})
+    return results
+
+
+def _xyxy_to_xywh(boxes: torch.Tensor) -> torch.Tensor:
+    """`[N, 4]` corners (x1, y1, x2, y2) → `[N, 4]` COCO (x, y, width, height)."""
+    x1, y1, x2, y2 = boxes.unbind(-1)
+    return torch.stack([x1, y1, x2 - x1, y2 - y1], dim=-1)
+
+
+def encode_masks(masks: torch.Tensor) -> list[dict]:
+    """Binary (or probability, cut at 0.5) masks `[N, H, W]` → compressed RLEs, counts as str."""
+    masks = masks.detach().cpu()
+    binary = masks > 0.5 if masks.is_floating_point() else masks != 0  # [N, H, W] bool
+    # pycocotools wants a Fortran-ordered uint8 array [H, W, N].
+    array = np.asfortranarray(binary.permute(1, 2, 0).numpy().astype(np.uint8))
+    rles = mask_utils.encode(array)
+    for rle in rles:
+        rle["counts"] = rle["counts"].decode("ascii")  # bytes → str, so it is JSON-friendly
+    return rles
+
+
+def evaluate_coco(
+    coco_gt: COCO,
+    predictions: list[dict],
+    label_to_cat_id: dict[int, int],
+    iou_types=("bbox", "segm"),
+    verbose: bool = False,
+) -> dict[str, dict[str, float]]:
+    """Run COCOeval for each IoU type; returns `{iou_type: {"AP": .., ..., "ARl": ..}}`.
+
+    Only the images listed in `predictions` are evaluated (an image with no detections
+    still counts, as long as its dict is there), so a subset of a dataset can be scored.
+    No detections at all gives zeros (pycocotools cannot load an empty result list).
+    """
+    _check_mask_sizes(coco_gt, predictions, iou_types)
+    results = predictions_to_coco_results(predictions, label_to_cat_id, iou_types)
+    image_ids = sorted({int(p["image_id"]) for p in predictions})
+    return {
+        iou_type: _run_cocoeval(coco_gt, results[iou_type], image_ids, iou_type, verbose)
+        for iou_type in iou_types
+    }
+
+
+def _run_cocoeval(
+    coco_gt: COCO, results: list[dict], image_ids: list[int], iou_type: str, verbose: bool
+) -> dict[str, float]:
+    """COCOeval's evaluate → accumulate → summarize, its printing silenced unless verbose."""
+    if not results:
+        return dict.fromkeys(STAT_NAMES, 0.0)
+    output = contextlib.nullcontext() if verbose else contextlib.redirect_stdout(io.StringIO())
+    with output:
+        coco_dt = coco_gt.loadRes(results)
+        evaluator = COCOeval(coco_gt, coco_dt, iouType=iou_type)
+        evaluator.params.imgIds = image_ids
+        evaluator.evaluate()
+        evaluator.accumulate()
+        evaluator.summarize()
+    return {name: float(value) for name, value in zip(STAT_NAMES, evaluator.stats)}
+
+
+def _check_mask_sizes(coco_gt: COCO, predictions: list[dict], iou_types) -> None:
+    """Masks must be pasted at the original image size before evaluation."""
+    if "segm" not in iou_types:
+        return
+    for pred in predictions:
+        if pred.get("masks") is None or len(pred["masks"]) == 0:
+            continue
+        info = coco_gt.imgs[int(pred["image_id"])]
+        if tuple(pred["masks"].shape[-2:]) != (info["height"], info["width"]):
+            raise ValueError(
+                f"image id {pred['image_id']}: masks are {tuple(pred['masks'].shape[-2:])}, "
+                f"the image is {(info['height'], info['width'])} (H, W); paste masks into "
+                "the original image size first"
+            )
+
+
+def gt_as_predictions(dataset) -> list[dict]:
+    """The ground truth of a `CocoInstances` written as predictions with score 1.
+
+    Evaluating it gives AP 1.0: a check of the evaluation path, and a baseline to perturb in a
+    notebook. Reads annotations only (no image is decoded); crowd regions are left out, as in
+    the training targets.
+    """
+    predictions = []
+    for image_id in dataset.image_ids:
+        target = dataset.load_target(image_id)  # original size, no transforms
+        predictions.append(
+            {
+                "image_id": image_id,
+                "boxes": target["boxes"],  # [N, 4]
+                "scores": torch.ones(len(target["labels"])),  # [N]
+                "labels": target["labels"],  # [N]
+                "masks": target["masks"],  # [N, H, W]
+            }
+        )
+    return predictions
