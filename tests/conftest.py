@@ -107,3 +107,11 @@ def make_tiny_coco(root: Path) -> TinyCoco:
 @pytest.fixture
 def tiny_coco(tmp_path) -> TinyCoco:
     return make_tiny_coco(tmp_path / "tiny_coco")
+
+
+@pytest.fixture(scope="session")
+def shapes_small(tmp_path_factory) -> Path:
+    """A 12-image 64×64 shapes dataset (seed 3), made once per test session."""
+    from blendmask_edu.data.shapes import make_shapes
+
+    return make_shapes(tmp_path_factory.mktemp("shapes") / "small", 12, 64, seed=3)

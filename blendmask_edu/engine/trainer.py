@@ -126,7 +126,7 @@ class Trainer:
         path = self.out / "metrics.jsonl"
         if dist.is_main_process() and path.exists():
             lines = [ln for ln in path.read_text().splitlines() if ln.strip()]
-            kept = [ln for ln in lines if json.loads(ln).get("iter", -1) < start_iter]
+            kept = [ln for ln in lines if json.loads(ln).get("iter", -1) <= start_iter]
             path.write_text("".join(ln + "\n" for ln in kept))
 
     def log(self, record: dict) -> None:
@@ -187,6 +187,8 @@ class Trainer:
             self.cfg.save(self.out / "config.json")
         if resume:
             self.resume()
+        elif dist.is_main_process():
+            (self.out / "metrics.jsonl").unlink(missing_ok=True)  # a fresh run, a fresh log
         tcfg = self.cfg.train
         batches = self.batches()
         self.model.train()

@@ -1,0 +1,86 @@
+"""BlendMask's bottom module: K *bases* shared by all instances of an image (paper §3.2).
+
+    P3 [B, D, H/8,  W/8 ] ─ conv3×3 ─┐
+    P4 [B, D, H/16, W/16] ─ conv3×3 ─┼─ upsample to H/8 and sum ─► n × conv3×3
+    P5 [B, D, H/32, W/32] ─ conv3×3 ─┘     ─► ×2 upsample ─► conv3×3 ─► conv1×1 ─► bases [B, K, H/4, W/4]
+
+This is the ProtoNet/DeepLab-style decoder of the paper (§3.2; AdelaiDet's "basis module").
+An auxiliary semantic-segmentation head on P3 (paper §4, "semantic segmentation loss") is
+trained with per-pixel class targets built on the fly from the batch's instance masks.
+Normalisation is GroupNorm, so results do not depend on the batch split across GPUs.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from ..config import BlenderConfig
+
+
+def conv_gn_relu(c_in: int, c_out: int) -> nn.Sequential:
+    return nn.Sequential(
+        nn.Conv2d(c_in, c_out, 3, padding=1, bias=False),
+        nn.GroupNorm(min(32, c_out), c_out),
+        nn.ReLU(inplace=True),
+    )
+
+
+class BottomModule(nn.Module):
+    def __init__(self, cfg: BlenderConfig, in_channels: int, num_classes: int):
+        super().__init__()
+        self.in_levels = cfg.bottom_in_levels
+        C = cfg.bottom_channels
+        self.refine = nn.ModuleDict({name: conv_gn_relu(in_channels, C) for name in self.in_levels})
+        self.tower = nn.Sequential(*[conv_gn_relu(C, C) for _ in range(cfg.bottom_num_convs)])
+        self.after_upsample = conv_gn_relu(C, C)
+        self.to_bases = nn.Conv2d(C, cfg.K, 1)
+        self.seg_head = None
+        if cfg.aux_seg_loss:  # classes 0..C, 0 = background
+            self.seg_head = nn.Sequential(
+                conv_gn_relu(in_channels, C), conv_gn_relu(C, C), nn.Conv2d(C, num_classes + 1, 1)
+            )
+
+    def forward(self, features: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """→ {"bases": [B, K, 2·h, 2·w]} (+ "seg_logits" [B, C+1, h, w] when training),
+        where h × w is the size of the first input level (P3 by default: H/8 × W/8)."""
+        first = features[self.in_levels[0]]
+        size = first.shape[-2:]  # h, w
+        x = 0
+        for name in self.in_levels:
+            y = self.refine[name](features[name])  # [B, C, h_l, w_l]
+            if y.shape[-2:] != size:
+                y = F.interpolate(y, size=size, mode="bilinear", align_corners=False)
+            x = x + y  # [B, C, h, w]
+        x = self.tower(x)
+        x = F.interpolate(x, scale_factor=2, mode="bilinear", align_corners=False)
+        bases = self.to_bases(self.after_upsample(x))  # [B, K, 2h, 2w]
+        out = {"bases": bases}
+        if self.seg_head is not None and self.training:
+            out["seg_logits"] = self.seg_head(first)  # [B, C+1, h, w]
+        return out
+
+
+def semantic_targets(targets: list[dict], size: tuple[int, int], stride: int) -> torch.Tensor:
+    """Per-pixel class targets at 1/stride of the input from instance masks → [B, h, w] int64.
+
+    A feature cell takes the label of the instance covering its center pixel (later instances
+    on top), 0 where none does. Cells in the padding are background.
+    """
+    h, w = size
+    out = []
+    for t in targets:
+        sem = torch.zeros((h, w), dtype=torch.long, device=t["labels"].device)
+        masks = t["masks"][:, stride // 2 :: stride, stride // 2 :: stride]  # [G, ≤h, ≤w]
+        mh, mw = masks.shape[-2:]
+        for mask, label in zip(masks, t["labels"]):
+            sem[:mh, :mw][mask.bool()] = label
+        out.append(sem)
+    return torch.stack(out)
+
+
+def semantic_loss(seg_logits: torch.Tensor, targets: list[dict], stride: int) -> torch.Tensor:
+    """Cross-entropy of the auxiliary semantic head (paper §4)."""
+    sem = semantic_targets(targets, seg_logits.shape[-2:], stride)  # [B, h, w]
+    return F.cross_entropy(seg_logits.float(), sem)

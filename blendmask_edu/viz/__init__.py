@@ -1,0 +1,1 @@
+"""Pictures of what the model computed: overlays, bases, attentions, blended masks."""

@@ -1,0 +1,69 @@
+"""Instances drawn over an image: translucent masks, boxes, "label score" tags."""
+
+from __future__ import annotations
+
+import matplotlib
+
+matplotlib.use("Agg", force=False)
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+
+PALETTE = plt.get_cmap("tab10").colors
+
+
+def to_numpy_image(image: torch.Tensor) -> np.ndarray:
+    """[3, H, W] float in [0, 1] → [H, W, 3]."""
+    return image.detach().cpu().permute(1, 2, 0).clamp(0, 1).numpy()
+
+
+def draw_instances(ax, image, result: dict, class_names=None, score_thresh: float = 0.3,
+                   alpha: float = 0.5) -> None:
+    """Draw `result` ({"boxes", "labels"[, "scores", "masks"]}) over `image` on axes `ax`."""
+    canvas = to_numpy_image(image).copy() if torch.is_tensor(image) else np.asarray(image) / 255.0
+    scores = result.get("scores", torch.ones(len(result["boxes"])))
+    keep = (scores >= score_thresh).nonzero().flatten().tolist()
+    for n, i in enumerate(keep):
+        if "masks" in result:
+            m = result["masks"][i].detach().cpu().numpy() > 0.5
+            canvas[m] = (1 - alpha) * canvas[m] + alpha * np.array(PALETTE[n % len(PALETTE)])
+    ax.imshow(canvas)
+    for n, i in enumerate(keep):
+        x0, y0, x1, y1 = result["boxes"][i].tolist()
+        color = PALETTE[n % len(PALETTE)]
+        ax.add_patch(plt.Rectangle((x0, y0), x1 - x0, y1 - y0, fill=False, color=color, lw=1.5))
+        label = int(result["labels"][i])
+        name = class_names[label - 1] if class_names else str(label)
+        text = f"{name} {float(scores[i]):.2f}" if "scores" in result else name
+        ax.text(x0, y0, text, fontsize=7, color="white", va="bottom",
+                bbox=dict(facecolor=color, alpha=0.8, pad=1, lw=0))
+    ax.set_axis_off()
+
+
+def save_overlay(image, result: dict, path, class_names=None, score_thresh: float = 0.3) -> None:
+    h, w = image.shape[-2:] if torch.is_tensor(image) else np.asarray(image).shape[:2]
+    fig = plt.figure(figsize=(w / 100 * 2, h / 100 * 2), dpi=100)
+    ax = fig.add_axes([0, 0, 1, 1])
+    draw_instances(ax, image, result, class_names, score_thresh)
+    fig.savefig(path)
+    plt.close(fig)
+
+
+def predictions_grid(images, results, targets=None, class_names=None, score_thresh=0.3,
+                     cols: int = 4):
+    """A figure: one column per image, predictions (top row) and, given, ground truth (below)."""
+    rows = 2 if targets is not None else 1
+    n = len(images)
+    fig, axes = plt.subplots(rows * ((n + cols - 1) // cols), cols, figsize=(3 * cols, 3 * rows * ((n + cols - 1) // cols)),
+                             squeeze=False)
+    for ax in axes.flat:
+        ax.set_axis_off()
+    for i, (image, result) in enumerate(zip(images, results)):
+        r, c = divmod(i, cols)
+        draw_instances(axes[r * rows, c], image, result, class_names, score_thresh)
+        axes[r * rows, c].set_title("prediction", fontsize=8)
+        if targets is not None:
+            draw_instances(axes[r * rows + 1, c], image, targets[i], class_names, 0.0)
+            axes[r * rows + 1, c].set_title("ground truth", fontsize=8)
+    fig.tight_layout()
+    return fig
