@@ -36,8 +36,13 @@ def maskrcnn(num_dets: int, size: int):
     from torchvision.models.detection import maskrcnn_resnet50_fpn
 
     return maskrcnn_resnet50_fpn(
-        weights=None, weights_backbone=None, num_classes=81, min_size=size, max_size=max(1333, size),
-        box_score_thresh=0.0, box_detections_per_img=num_dets,
+        weights=None,
+        weights_backbone=None,
+        num_classes=81,
+        min_size=size,
+        max_size=max(1333, size),
+        box_score_thresh=0.0,
+        box_detections_per_img=num_dets,
     ).eval()
 
 
@@ -53,8 +58,12 @@ def time_model(model, image, runs: int, warmup: int, device) -> dict:
         out = model([image])
         sync()
         times.append(time.perf_counter() - t0)
-    return {"median_s": statistics.median(times), "times": times,
-            "detections": int(len(out[0]["boxes"])), "mask_shape": list(out[0]["masks"].shape)}
+    return {
+        "median_s": statistics.median(times),
+        "times": times,
+        "detections": int(len(out[0]["boxes"])),
+        "mask_shape": list(out[0]["masks"].shape),
+    }
 
 
 def main() -> None:
@@ -73,11 +82,15 @@ def main() -> None:
         torch.manual_seed(0)
         image = torch.rand(3, args.size, args.size, device=device)
         row = {}
-        for name, model in (("blendmask_edu", ours(args.detections)),
-                            ("torchvision_maskrcnn", maskrcnn(args.detections, args.size))):
+        for name, model in (
+            ("blendmask_edu", ours(args.detections)),
+            ("torchvision_maskrcnn", maskrcnn(args.detections, args.size)),
+        ):
             row[name] = time_model(model.to(device), image, args.runs, args.warmup, device)
-            print(f"[{device.type}] {name:22s} median {row[name]['median_s'] * 1000:8.1f} ms "
-                  f"({row[name]['detections']} detections, masks {row[name]['mask_shape']})")
+            print(
+                f"[{device.type}] {name:22s} median {row[name]['median_s'] * 1000:8.1f} ms "
+                f"({row[name]['detections']} detections, masks {row[name]['mask_shape']})"
+            )
         ratio = row["blendmask_edu"]["median_s"] / row["torchvision_maskrcnn"]["median_s"]
         row["ratio_ours_over_maskrcnn"] = ratio
         print(f"[{device.type}] ours / Mask R-CNN time = {ratio:.2f}  ({1 / ratio:.2f}× speed)")

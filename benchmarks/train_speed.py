@@ -46,16 +46,25 @@ class TorchvisionFCOS(nn.Module):
 
         body = resnet18(weights=None, norm_layer=nn.BatchNorm2d)
         backbone = _resnet_fpn_extractor(
-            body, 5, returned_layers=[2, 3, 4],
-            extra_blocks=LastLevelP6P7(fpn_channels, fpn_channels), norm_layer=nn.BatchNorm2d,
+            body,
+            5,
+            returned_layers=[2, 3, 4],
+            extra_blocks=LastLevelP6P7(fpn_channels, fpn_channels),
+            norm_layer=nn.BatchNorm2d,
         )
         backbone.out_channels = fpn_channels
         # torchvision counts the background as a class; our labels are 1..C.
         head = FCOSHead(fpn_channels, 1, num_classes + 1, num_convs)
         self.net = FCOS(
-            backbone, num_classes + 1, min_size=128, max_size=256, head=head,
-            score_thresh=fcos.score_thresh, nms_thresh=fcos.nms_thresh,
-            detections_per_img=fcos.max_detections, topk_candidates=fcos.pre_nms_topk,
+            backbone,
+            num_classes + 1,
+            min_size=128,
+            max_size=256,
+            head=head,
+            score_thresh=fcos.score_thresh,
+            nms_thresh=fcos.nms_thresh,
+            detections_per_img=fcos.max_detections,
+            topk_candidates=fcos.pre_nms_topk,
         )
 
     def forward(self, images, targets=None, orig_sizes=None):
@@ -112,8 +121,12 @@ def main() -> None:
         return cfg
 
     def tv(cfg):
-        return TorchvisionFCOS(cfg.model.fcos.num_classes, cfg.model.fpn.channels,
-                               cfg.model.fcos.num_convs, cfg.model.fcos)
+        return TorchvisionFCOS(
+            cfg.model.fcos.num_classes,
+            cfg.model.fpn.channels,
+            cfg.model.fcos.num_convs,
+            cfg.model.fcos,
+        )
 
     def ours(cfg):
         return InstanceSegmenter(cfg.model)
@@ -123,18 +136,25 @@ def main() -> None:
         "ours/matched": (matched_cfg, ours),
         "torchvision": (matched_cfg, tv),
     }
-    rows = [run_one(n.replace("/", "_"), runs[n][0](), runs[n][1], data, out, args.budget_min)
-            for n in args.only.split(",")]
+    rows = [
+        run_one(n.replace("/", "_"), runs[n][0](), runs[n][1], data, out, args.budget_min)
+        for n in args.only.split(",")
+    ]
     ref = next((r for r in rows if r["name"] == "torchvision"), None)
-    print(f"\n{'model':14s} {'iters':>6s} {'s/iter':>7s} {'img/s':>6s} {'box AP':>7s}"
-          f" {'s/iter ratio':>13s} {'AP ratio':>9s}")
+    print(
+        f"\n{'model':14s} {'iters':>6s} {'s/iter':>7s} {'img/s':>6s} {'box AP':>7s}"
+        f" {'s/iter ratio':>13s} {'AP ratio':>9s}"
+    )
     for r in rows:
         ratio_t = r["sec_per_iter"] / ref["sec_per_iter"] if ref else float("nan")
         ratio_ap = r["bbox_AP"] / max(ref["bbox_AP"], 1e-9) if ref else float("nan")
-        print(f"{r['name']:14s} {r['iters']:6d} {r['sec_per_iter']:7.3f} {r['images_per_s']:6.1f}"
-              f" {r['bbox_AP']:7.3f} {ratio_t:13.2f} {ratio_ap:9.2f}")
-    (out / "results.json").write_text(json.dumps({"budget_min": args.budget_min, "rows": rows},
-                                                 indent=2) + "\n")
+        print(
+            f"{r['name']:14s} {r['iters']:6d} {r['sec_per_iter']:7.3f} {r['images_per_s']:6.1f}"
+            f" {r['bbox_AP']:7.3f} {ratio_t:13.2f} {ratio_ap:9.2f}"
+        )
+    (out / "results.json").write_text(
+        json.dumps({"budget_min": args.budget_min, "rows": rows}, indent=2) + "\n"
+    )
 
 
 if __name__ == "__main__":

@@ -1,10 +1,10 @@
 """The `blendmask-edu` command (contract in the README; keep it stable).
 
-    blendmask-edu make-shapes OUT_DIR --num-images N --image-size S --seed K
-    blendmask-edu train --preset NAME --train DATA --val DATA --output-dir RUN [...]
-    blendmask-edu evaluate --checkpoint CKPT --data DATA [--output JSON]
-    blendmask-edu predict --checkpoint CKPT IMAGE... --output-dir D
-    blendmask-edu demo [--output-dir runs/demo]
+blendmask-edu make-shapes OUT_DIR --num-images N --image-size S --seed K
+blendmask-edu train --preset NAME --train DATA --val DATA --output-dir RUN [...]
+blendmask-edu evaluate --checkpoint CKPT --data DATA [--output JSON]
+blendmask-edu predict --checkpoint CKPT IMAGE... --output-dir D
+blendmask-edu demo [--output-dir runs/demo]
 """
 
 from __future__ import annotations

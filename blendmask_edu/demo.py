@@ -1,9 +1,9 @@
 """`make demo`: the whole story on the embedded shapes data, on a CPU in minutes.
 
-    1. generate shapes train (1000 images, seed 0) and val (200 images, seed 1), 128×128
-    2. train the `shapes` preset BlendMask (time budget; CUDA when present)
-    3. evaluate on val with COCO AP (box and mask) → eval.json
-    4. pictures: predictions.png, bases.png, attention.png
+1. generate shapes train (1000 images, seed 0) and val (200 images, seed 1), 128×128
+2. train the `shapes` preset BlendMask (time budget; CUDA when present)
+3. evaluate on val with COCO AP (box and mask) → eval.json
+4. pictures: predictions.png, bases.png, attention.png
 """
 
 from __future__ import annotations
@@ -51,8 +51,15 @@ def write_pictures(model, dataset, out: Path, num_images: int = 8) -> None:
     for b in range(num_images):
         if len(results[b]["boxes"]) and len(rows) < 6:
             box = results[b]["boxes"][0]
-            rows.append({"image": images[b], "det": results[b], "intermediates": run["masks"][b],
-                         "index": 0, "gt_mask": gt_crop_for(box, targets[b], R)})
+            rows.append(
+                {
+                    "image": images[b],
+                    "det": results[b],
+                    "intermediates": run["masks"][b],
+                    "index": 0,
+                    "gt_mask": gt_crop_for(box, targets[b], R),
+                }
+            )
     if rows:
         fig = plot_attention_grid(rows, names)
         fig.savefig(out / "attention.png", dpi=110)
@@ -76,8 +83,10 @@ def run_demo(output_dir="runs/demo", time_budget_min=None, device="auto") -> dic
     write_pictures(model, val, out)
     minutes = (time.time() - start) / 60
     print("\n=== blendmask_edu demo ===")
-    print(f"mask AP {results['segm']['AP']:.3f}  (AP50 {results['segm']['AP50']:.3f})   "
-          f"box AP {results['bbox']['AP']:.3f}   on 200 val images, in {minutes:.1f} min")
+    print(
+        f"mask AP {results['segm']['AP']:.3f}  (AP50 {results['segm']['AP50']:.3f})   "
+        f"box AP {results['bbox']['AP']:.3f}   on 200 val images, in {minutes:.1f} min"
+    )
     print(f"metrics: {out / 'eval.json'}   log: {out / 'metrics.jsonl'}")
     print(f"pictures: {out / 'predictions.png'}, {out / 'bases.png'}, {out / 'attention.png'}")
     (out / "demo_summary.json").write_text(json.dumps({"minutes": minutes, **results}) + "\n")

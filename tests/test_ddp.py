@@ -36,7 +36,9 @@ def _worker(rank: int, world: int, port: int, batch_file: str, out_file: str) ->
     images, targets = torch.load(batch_file, weights_only=False)
     half = len(images) // world
     model = DistributedDataParallel(_model())
-    losses = model(images[rank * half:(rank + 1) * half], targets[rank * half:(rank + 1) * half])
+    losses = model(
+        images[rank * half : (rank + 1) * half], targets[rank * half : (rank + 1) * half]
+    )
     sum(losses.values()).backward()
     if rank == 0:
         torch.save(_grads(model.module), out_file)

@@ -40,8 +40,13 @@ def test_resume_after_kill_matches_uninterrupted_run(shapes_small, tmp_path, mon
 
     monkeypatch.setattr(Trainer, "step", step_then_die)
     with pytest.raises(Killed):
-        Trainer(tiny_config(max_iters=6, checkpoint_period=3, seed=0), shapes_small, None,
-                tmp_path / "killed", progress=False).train()
+        Trainer(
+            tiny_config(max_iters=6, checkpoint_period=3, seed=0),
+            shapes_small,
+            None,
+            tmp_path / "killed",
+            progress=False,
+        ).train()
     assert load_checkpoint(tmp_path / "killed" / CHECKPOINT)["iteration"] == 3
     monkeypatch.setattr(Trainer, "step", original_step)
 
@@ -54,13 +59,17 @@ def test_resume_after_kill_matches_uninterrupted_run(shapes_small, tmp_path, mon
     for k in expected:
         torch.testing.assert_close(got[k], expected[k], rtol=0, atol=0, msg=k)
     # the log has each iteration once, in order
-    iters = [json.loads(x)["iter"] for x in (tmp_path / "killed" / "metrics.jsonl").open()
-             if "eval" not in x]
+    iters = [
+        json.loads(x)["iter"]
+        for x in (tmp_path / "killed" / "metrics.jsonl").open()
+        if "eval" not in x
+    ]
     assert iters == [1, 2, 3, 4, 5, 6]
 
 
-def test_nan_loss_stops_with_clear_message_and_keeps_checkpoint(shapes_small, tmp_path,
-                                                                 monkeypatch):
+def test_nan_loss_stops_with_clear_message_and_keeps_checkpoint(
+    shapes_small, tmp_path, monkeypatch
+):
     cfg = tiny_config(max_iters=8, checkpoint_period=2)
     trainer = Trainer(cfg, shapes_small, None, tmp_path, progress=False)
     forward = trainer.model.forward
@@ -125,8 +134,9 @@ def test_sampler_splits_global_batch_across_ranks_and_resumes():
 def test_lr_schedule_warmup_step_and_cosine():
     from blendmask_edu.config import OptimConfig
 
-    step = OptimConfig(schedule="step", steps=(10, 20), gamma=0.1, warmup_iters=4,
-                       warmup_factor=0.2)
+    step = OptimConfig(
+        schedule="step", steps=(10, 20), gamma=0.1, warmup_iters=4, warmup_factor=0.2
+    )
     assert lr_factor(0, step, 30) == pytest.approx(0.2)
     assert lr_factor(2, step, 30) == pytest.approx(0.6)
     assert lr_factor(9, step, 30) == 1.0

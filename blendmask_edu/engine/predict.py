@@ -69,10 +69,15 @@ def predict_images(checkpoint, images, output_dir, device="auto", score_thresh=0
         resized, _ = resize(image, None)
         res = model([resized.to(device)], orig_sizes=[tuple(image.shape[-2:])])[0]
         res = {k: v.cpu() for k, v in res.items()}
-        entries += [e for e in to_coco_entries(image_id, path.name, res, label_to_cat_id)
-                    if e["score"] >= score_thresh]
+        entries += [
+            e
+            for e in to_coco_entries(image_id, path.name, res, label_to_cat_id)
+            if e["score"] >= score_thresh
+        ]
         save_overlay(image, res, out / f"{path.stem}_pred.png", class_names, score_thresh)
     (out / "predictions.json").write_text(json.dumps(entries) + "\n")
-    print(f"wrote {out / 'predictions.json'} ({len(entries)} detections ≥ {score_thresh}) "
-          f"and {len(images)} overlay PNGs")
+    print(
+        f"wrote {out / 'predictions.json'} ({len(entries)} detections ≥ {score_thresh}) "
+        f"and {len(images)} overlay PNGs"
+    )
     return entries

@@ -20,12 +20,21 @@ from torch.utils.data import Dataset, Sampler
 
 
 class InfiniteBatchSampler(Sampler):
-    def __init__(self, dataset_size: int, global_batch: int, seed: int = 0, rank: int = 0,
-                 world_size: int = 1, start_iter: int = 0):
+    def __init__(
+        self,
+        dataset_size: int,
+        global_batch: int,
+        seed: int = 0,
+        rank: int = 0,
+        world_size: int = 1,
+        start_iter: int = 0,
+    ):
         if dataset_size <= 0:
             raise ValueError("the training set is empty")
         if global_batch % world_size:
-            raise ValueError(f"batch size {global_batch} is not divisible by {world_size} processes")
+            raise ValueError(
+                f"batch size {global_batch} is not divisible by {world_size} processes"
+            )
         self.n, self.G, self.seed = dataset_size, global_batch, seed
         self.rank, self.W, self.start_iter = rank, world_size, start_iter
         self._perms: dict[int, torch.Tensor] = {}

@@ -64,11 +64,15 @@ class Trainer:
         if self.device.type == "cuda" and self.distributed:
             self.device = torch.device("cuda", torch.cuda.current_device())
         self.train_set = CocoInstances(train_path, build_transforms(cfg.data, train=True))
-        self.val_set = CocoInstances(val_path, build_transforms(cfg.data, train=False)) if val_path else None
+        self.val_set = (
+            CocoInstances(val_path, build_transforms(cfg.data, train=False)) if val_path else None
+        )
         self.categories = self.train_set.categories
         if cfg.model.fcos.num_classes != len(self.categories):
-            print(f"note: {len(self.categories)} categories in {train_path}: "
-                  f"model.fcos.num_classes set from {cfg.model.fcos.num_classes}")
+            print(
+                f"note: {len(self.categories)} categories in {train_path}: "
+                f"model.fcos.num_classes set from {cfg.model.fcos.num_classes}"
+            )
             cfg.model.fcos.num_classes = len(self.categories)
         torch.manual_seed(cfg.train.seed)
         self.model = (model or InstanceSegmenter(cfg.model)).to(self.device)
@@ -137,12 +141,19 @@ class Trainer:
     # -- the loop ------------------------------------------------------------------------
     def batches(self):
         sampler = InfiniteBatchSampler(
-            len(self.train_set), self.cfg.train.batch_size, self.cfg.train.seed,
-            dist.rank(), dist.world_size(), self.start_iter,
+            len(self.train_set),
+            self.cfg.train.batch_size,
+            self.cfg.train.seed,
+            dist.rank(),
+            dist.world_size(),
+            self.start_iter,
         )
         loader = DataLoader(
-            SeededAugmentation(self.train_set), batch_sampler=sampler, collate_fn=collate,
-            num_workers=self.cfg.data.num_workers, persistent_workers=False,
+            SeededAugmentation(self.train_set),
+            batch_sampler=sampler,
+            collate_fn=collate,
+            num_workers=self.cfg.data.num_workers,
+            persistent_workers=False,
         )
         return iter(loader)
 
@@ -192,8 +203,13 @@ class Trainer:
         tcfg = self.cfg.train
         batches = self.batches()
         self.model.train()
-        bar = tqdm(total=self.total_iters[0], initial=self.start_iter, desc="train",
-                   disable=not (self.progress and dist.is_main_process()), dynamic_ncols=True)
+        bar = tqdm(
+            total=self.total_iters[0],
+            initial=self.start_iter,
+            desc="train",
+            disable=not (self.progress and dist.is_main_process()),
+            dynamic_ncols=True,
+        )
         it, window_t, window_n = self.start_iter, 0.0, 0
         timed_from = self.start_iter + 2  # the first iterations are slow (allocations)
         while it < self.total_iters[0]:
@@ -211,8 +227,15 @@ class Trainer:
             bar.update(1)
             bar.set_postfix({k: f"{v:.3f}" for k, v in losses.items()}, refresh=False)
             if it % tcfg.log_period == 0 or it == self.total_iters[0]:
-                self.log({"iter": it, **losses, "lr": self.optimizer.param_groups[0]["lr"],
-                          "sec_per_iter": dt, "images_per_s": tcfg.batch_size / dt})
+                self.log(
+                    {
+                        "iter": it,
+                        **losses,
+                        "lr": self.optimizer.param_groups[0]["lr"],
+                        "sec_per_iter": dt,
+                        "images_per_s": tcfg.batch_size / dt,
+                    }
+                )
             if it % tcfg.checkpoint_period == 0:
                 self.save(it)
             if tcfg.eval_period and it % tcfg.eval_period == 0 and it < self.total_iters[0]:
@@ -233,8 +256,8 @@ class Trainer:
         return results
 
 
-def train(cfg: Config, train_path, val_path, output_dir, resume=False, model=None,
-          progress=True) -> dict:
+def train(
+    cfg: Config, train_path, val_path, output_dir, resume=False, model=None, progress=True
+) -> dict:
     """Train `cfg` (see `Trainer`); returns the final COCO metrics (also in eval.json)."""
     return Trainer(cfg, train_path, val_path, output_dir, model, progress).train(resume)
-

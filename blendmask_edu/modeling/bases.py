@@ -17,12 +17,13 @@ from torch import nn
 from torch.nn import functional as F
 
 from ..config import BlenderConfig
+from .fcos.head import group_norm
 
 
 def conv_gn_relu(c_in: int, c_out: int) -> nn.Sequential:
     return nn.Sequential(
         nn.Conv2d(c_in, c_out, 3, padding=1, bias=False),
-        nn.GroupNorm(min(32, c_out), c_out),
+        group_norm(c_out),
         nn.ReLU(inplace=True),
     )
 

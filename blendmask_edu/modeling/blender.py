@@ -25,8 +25,12 @@ def crop_bases(
     """Eq. 1: RoIAlign with sampling ratio 1 (one sample per bin) and aligned boxes → [N, K, R, R]."""
     rois = torch.cat([batch_index[:, None].to(boxes.dtype), boxes], dim=1)  # [N, 5]
     return roi_align(
-        bases, rois.to(bases.dtype), (R, R), spatial_scale=1.0 / bases_stride,
-        sampling_ratio=1, aligned=True,
+        bases,
+        rois.to(bases.dtype),
+        (R, R),
+        spatial_scale=1.0 / bases_stride,
+        sampling_ratio=1,
+        aligned=True,
     )
 
 

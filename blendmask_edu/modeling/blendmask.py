@@ -30,8 +30,10 @@ def mask_targets(targets: list[dict], R: int) -> torch.Tensor:
         if len(t["boxes"]) == 0:
             continue
         masks = t["masks"][:, None].float()  # [G, 1, H, W]
-        rois = torch.cat([torch.arange(len(masks), device=masks.device)[:, None].float(),
-                          t["boxes"].float()], dim=1)  # [G, 5], box g crops mask g
+        rois = torch.cat(
+            [torch.arange(len(masks), device=masks.device)[:, None].float(), t["boxes"].float()],
+            dim=1,
+        )  # [G, 5], box g crops mask g
         crop = roi_align(masks, rois, (R, R), spatial_scale=1.0, sampling_ratio=0, aligned=True)
         crops.append((crop[:, 0] >= 0.5).float())  # [G, R, R]
     if not crops:
@@ -53,8 +55,9 @@ class BlendMaskBranch(MaskBranch):
         bottom = self.bottom(features)
         bases = bottom["bases"]  # [B, K, H/4, W/4]
         pos = positive_instances(fcos_out, targets, cfg.max_instances_for_loss)
-        attention = self.top.at_locations(fcos_out["box_tower"], pos["batch_index"],
-                                          pos["loc_index"])  # [P, K, M, M]
+        attention = self.top.at_locations(
+            fcos_out["box_tower"], pos["batch_index"], pos["loc_index"]
+        )  # [P, K, M, M]
         crops = crop_bases(bases, pos["gt_boxes"], pos["batch_index"], cfg.R, self.bases_stride)
         logits = blend(crops, attention, cfg.interpolation)["mask_logits"]  # [P, R, R]
         target = mask_targets(targets, cfg.R).to(logits.device)[pos["gt_index"]]  # [P, R, R]
@@ -63,13 +66,16 @@ class BlendMaskBranch(MaskBranch):
             logits.float(), target, reduction="none"
         ).mean(dim=(1, 2))  # [P]
         loss_mask = (per_instance * ctr).sum() / reduce_mean(ctr.sum()).clamp(min=1e-6)
-        # With no positives the sums above are over empty tensors: 0, and still in the graph.
-        loss_mask = loss_mask + 0.0 * (bases.sum() + self.top.conv.weight.sum())
+        # With no positives the sums above are over empty tensors: 0. Keep every parameter of
+        # the bases and the top layer (its bias too) in the graph with a zero gradient (DDP).
+        in_graph = bases.sum() + sum(p.sum() for p in self.top.parameters())
+        loss_mask = loss_mask + 0.0 * in_graph
         losses = {"loss_mask": cfg.mask_loss_weight * loss_mask}
         if "seg_logits" in bottom:
             stride = self.bases_stride * 2
-            losses["loss_sem"] = cfg.aux_seg_weight * semantic_loss(bottom["seg_logits"], targets,
-                                                                     stride)
+            losses["loss_sem"] = cfg.aux_seg_weight * semantic_loss(
+                bottom["seg_logits"], targets, stride
+            )
         return losses
 
     def forward_test(self, features, fcos_out, detections) -> list[dict[str, torch.Tensor]]:
@@ -84,12 +90,16 @@ class BlendMaskBranch(MaskBranch):
         results = []
         for b in range(len(detections)):
             sel = batch_index == b
-            results.append({
-                "masks": blended["mask_logits"][sel].sigmoid(),  # [N, R, R]
-                "mask_logits": blended["mask_logits"][sel],  # [N, R, R]
-                "bases": bases[b],  # [K, H/4, W/4]
-                "attention": attention[sel],  # [N, K, M, M] (before softmax)
-                "attention_weights": blended["attention_weights"][sel],  # [N, K, R, R] softmaxed
-                "basis_crops": crops[sel],  # [N, K, R, R]
-            })
+            results.append(
+                {
+                    "masks": blended["mask_logits"][sel].sigmoid(),  # [N, R, R]
+                    "mask_logits": blended["mask_logits"][sel],  # [N, R, R]
+                    "bases": bases[b],  # [K, H/4, W/4]
+                    "attention": attention[sel],  # [N, K, M, M] (before softmax)
+                    "attention_weights": blended["attention_weights"][
+                        sel
+                    ],  # [N, K, R, R] softmaxed
+                    "basis_crops": crops[sel],  # [N, K, R, R]
+                }
+            )
         return results

@@ -54,7 +54,9 @@ class InstanceSegmenter(nn.Module):
 
     def preprocess(self, images: list[torch.Tensor]):
         """Normalise each [3, H, W] image, then zero-pad the batch → [B, 3, Hp, Wp], sizes."""
-        normed = [(im.to(self.pixel_mean.device) - self.pixel_mean) / self.pixel_std for im in images]
+        normed = [
+            (im.to(self.pixel_mean.device) - self.pixel_mean) / self.pixel_std for im in images
+        ]
         return pad_images(normed, self.size_divisibility)
 
     def forward(

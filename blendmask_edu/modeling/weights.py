@@ -70,4 +70,10 @@ def load_backbone_weights(body: nn.Module, model_name: str, weights_path: str) -
     missing = [k for k in wanted if k not in state]
     if missing:
         raise ValueError(f"{path}: missing backbone tensors {missing[:5]}...")
+    wrong = [k for k, v in wanted.items() if state[k].shape != v.shape]
+    if wrong:  # e.g. another width of the same architecture: same names, other shapes
+        shapes = ", ".join(
+            f"{k} {tuple(state[k].shape)} ≠ {tuple(wanted[k].shape)}" for k in wrong[:5]
+        )
+        raise ValueError(f"{path}: tensors of the wrong shape for {model_name!r}: {shapes}")
     body.load_state_dict({k: state[k] for k in wanted}, strict=True)

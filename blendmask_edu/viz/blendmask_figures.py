@@ -29,8 +29,9 @@ def plot_bases(images, bases_list, max_images: int = 4):
     return fig
 
 
-def plot_blending(image, det: dict, intermediates: dict, index: int, class_names=None,
-                  gt_mask=None, axes_row=None):
+def plot_blending(
+    image, det: dict, intermediates: dict, index: int, class_names=None, gt_mask=None, axes_row=None
+):
     """One detection: attention maps a_k (M×M), softmaxed weights s_k (R×R), crops r_k, and
     the blended mask m = Σ_k s_k∘r_k (paper Eq. 1–4), next to the image and the GT mask."""
     K = intermediates["attention"].shape[1]
@@ -42,16 +43,23 @@ def plot_blending(image, det: dict, intermediates: dict, index: int, class_names
     draw_instances(axes_row[0], image, one, class_names, score_thresh=0.0)
     axes_row[0].set_title("detection", fontsize=7)
     col = 1
-    for name, key, cmap in (("a", "attention", "viridis"), ("s", "attention_weights", "viridis"),
-                            ("r", "basis_crops", "RdBu_r")):
+    for name, key, cmap in (
+        ("a", "attention", "viridis"),
+        ("s", "attention_weights", "viridis"),
+        ("r", "basis_crops", "RdBu_r"),
+    ):
         for k in range(K):
             x = intermediates[key][index, k].detach().cpu()
             if cmap == "RdBu_r":
                 lim = float(x.abs().max()) or 1.0
                 axes_row[col].imshow(x, cmap=cmap, vmin=-lim, vmax=lim)
             else:
-                axes_row[col].imshow(x, cmap=cmap, vmin=0 if key == "attention_weights" else None,
-                                     vmax=1 if key == "attention_weights" else None)
+                axes_row[col].imshow(
+                    x,
+                    cmap=cmap,
+                    vmin=0 if key == "attention_weights" else None,
+                    vmax=1 if key == "attention_weights" else None,
+                )
             axes_row[col].set_title(f"{name}{k + 1}", fontsize=7)
             col += 1
     axes_row[col].imshow(intermediates["masks"][index].detach().cpu(), cmap="gray", vmin=0, vmax=1)
@@ -70,8 +78,15 @@ def plot_attention_grid(rows: list[dict], class_names=None):
     cols = 3 + 3 * K
     fig, axes = plt.subplots(len(rows), cols, figsize=(1.6 * cols, 1.9 * len(rows)), squeeze=False)
     for r, row in enumerate(rows):
-        plot_blending(row["image"], row["det"], row["intermediates"], row["index"], class_names,
-                      row.get("gt_mask"), axes_row=axes[r])
+        plot_blending(
+            row["image"],
+            row["det"],
+            row["intermediates"],
+            row["index"],
+            class_names,
+            row.get("gt_mask"),
+            axes_row=axes[r],
+        )
     fig.tight_layout()
     return fig
 

@@ -17,8 +17,9 @@ def to_numpy_image(image: torch.Tensor) -> np.ndarray:
     return image.detach().cpu().permute(1, 2, 0).clamp(0, 1).numpy()
 
 
-def draw_instances(ax, image, result: dict, class_names=None, score_thresh: float = 0.3,
-                   alpha: float = 0.5) -> None:
+def draw_instances(
+    ax, image, result: dict, class_names=None, score_thresh: float = 0.3, alpha: float = 0.5
+) -> None:
     """Draw `result` ({"boxes", "labels"[, "scores", "masks"]}) over `image` on axes `ax`."""
     canvas = to_numpy_image(image).copy() if torch.is_tensor(image) else np.asarray(image) / 255.0
     scores = result.get("scores", torch.ones(len(result["boxes"])))
@@ -35,8 +36,15 @@ def draw_instances(ax, image, result: dict, class_names=None, score_thresh: floa
         label = int(result["labels"][i])
         name = class_names[label - 1] if class_names else str(label)
         text = f"{name} {float(scores[i]):.2f}" if "scores" in result else name
-        ax.text(x0, y0, text, fontsize=7, color="white", va="bottom",
-                bbox=dict(facecolor=color, alpha=0.8, pad=1, lw=0))
+        ax.text(
+            x0,
+            y0,
+            text,
+            fontsize=7,
+            color="white",
+            va="bottom",
+            bbox=dict(facecolor=color, alpha=0.8, pad=1, lw=0),
+        )
     ax.set_axis_off()
 
 
@@ -49,13 +57,18 @@ def save_overlay(image, result: dict, path, class_names=None, score_thresh: floa
     plt.close(fig)
 
 
-def predictions_grid(images, results, targets=None, class_names=None, score_thresh=0.3,
-                     cols: int = 4):
+def predictions_grid(
+    images, results, targets=None, class_names=None, score_thresh=0.3, cols: int = 4
+):
     """A figure: one column per image, predictions (top row) and, given, ground truth (below)."""
     rows = 2 if targets is not None else 1
     n = len(images)
-    fig, axes = plt.subplots(rows * ((n + cols - 1) // cols), cols, figsize=(3 * cols, 3 * rows * ((n + cols - 1) // cols)),
-                             squeeze=False)
+    fig, axes = plt.subplots(
+        rows * ((n + cols - 1) // cols),
+        cols,
+        figsize=(3 * cols, 3 * rows * ((n + cols - 1) // cols)),
+        squeeze=False,
+    )
     for ax in axes.flat:
         ax.set_axis_off()
     for i, (image, result) in enumerate(zip(images, results)):

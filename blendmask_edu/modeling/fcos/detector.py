@@ -49,19 +49,35 @@ class FCOS(nn.Module):
         }
         if targets is not None:
             t = fcos_targets(
-                locations, level, targets, cfg.strides, cfg.sizes_of_interest,
+                locations,
+                level,
+                targets,
+                cfg.strides,
+                cfg.sizes_of_interest,
                 cfg.center_sample_radius,
             )
             out["targets"] = t
             out["losses"] = fcos_losses(
-                out["cls_logits"], out["box_reg"], out["centerness"], locations, loc_stride, t,
-                cfg.focal_alpha, cfg.focal_gamma,
+                out["cls_logits"],
+                out["box_reg"],
+                out["centerness"],
+                locations,
+                loc_stride,
+                t,
+                cfg.focal_alpha,
+                cfg.focal_gamma,
             )
         else:
             out["detections"] = [
                 detect_image(
-                    out["cls_logits"][b], out["box_reg"][b], out["centerness"][b], locations,
-                    loc_stride, out["level_sizes"], image_sizes[b], cfg,
+                    out["cls_logits"][b],
+                    out["box_reg"][b],
+                    out["centerness"][b],
+                    locations,
+                    loc_stride,
+                    out["level_sizes"],
+                    image_sizes[b],
+                    cfg,
                 )
                 for b in range(len(image_sizes))
             ]

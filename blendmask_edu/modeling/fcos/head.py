@@ -18,13 +18,19 @@ from torch.nn import functional as F
 from ...config import FCOSConfig
 
 
+def group_norm(channels: int) -> nn.GroupNorm:
+    """GroupNorm with 32 groups (Wu & He 2018), fewer for narrow layers: ≥ 2 channels a group,
+    so a group never normalises a single value on a 1×1 map (P7 of a small image)."""
+    return nn.GroupNorm(max(1, min(32, channels // 2)), channels)
+
+
 def conv_gn_relu_tower(channels: int, num_convs: int) -> nn.Sequential:
     """`num_convs` × (3×3 conv → GroupNorm(32) → ReLU), channels kept."""
     layers = []
     for _ in range(num_convs):
         layers += [
             nn.Conv2d(channels, channels, 3, padding=1),
-            nn.GroupNorm(min(32, channels), channels),
+            group_norm(channels),
             nn.ReLU(inplace=True),
         ]
     return nn.Sequential(*layers)

@@ -51,12 +51,9 @@ def fcos_losses(
     gt_boxes = distances_to_boxes(pos_loc, targets.reg[pos])  # [P, 4]
     giou = generalized_box_iou_loss(pred_boxes, gt_boxes, reduction="none")  # [P]
     loss_box = (giou * ctr_t).sum() / ctr_sum
-    bce = F.binary_cross_entropy_with_logits(
-        centerness[pos][:, 0].float(), ctr_t, reduction="sum"
-    )
+    bce = F.binary_cross_entropy_with_logits(centerness[pos][:, 0].float(), ctr_t, reduction="sum")
     loss_ctr = bce / num_pos
     if pos.sum() == 0:  # keep every head in the graph with a zero loss (DDP needs all grads)
         loss_box = box_reg.sum() * 0.0
         loss_ctr = centerness.sum() * 0.0
     return {"loss_cls": loss_cls, "loss_box": loss_box, "loss_ctr": loss_ctr}
-

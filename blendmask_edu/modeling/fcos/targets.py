@@ -7,7 +7,8 @@ For every location (x, y) on every level and every GT box (x0, y0, x1, y1):
 A location is a *positive* for a box when
   1. it lies in the box's *center region*: a square of radius `radius · stride` around the
      box center, clipped to the box ("center sampling", FCOS improvements);
-  2. the box's size fits the level: m_{i−1} < max(l*, t*, r*, b*) ≤ m_i (§3.2);
+  2. the box's size fits the level: m_{i−1} ≤ max(l*, t*, r*, b*) ≤ m_i (§3.2; both
+     bounds inclusive, as in the official code);
 and when several boxes qualify, the one with the smallest area wins (§3.2).
 
     centerness* = sqrt( min(l*, r*)/max(l*, r*) · min(t*, b*)/max(t*, b*) )    (Eq. 3)
@@ -31,7 +32,7 @@ class FCOSTargets:
 
 
 def level_size_ranges(sizes_of_interest, num_levels: int) -> list[tuple[float, float]]:
-    """(m_{i−1}, m_i] per level: (−1, 64], (64, 128], ..., (512, ∞) for the defaults."""
+    """[m_{i−1}, m_i] per level: [−1, 64], [64, 128], ..., [512, ∞) for the defaults."""
     bounds = [-1.0, *[float(m) for m in sizes_of_interest], float("inf")]
     if len(bounds) - 1 != num_levels:
         raise ValueError(f"{len(sizes_of_interest)} sizes_of_interest for {num_levels} levels")
@@ -50,7 +51,7 @@ def centerness_target(reg: torch.Tensor) -> torch.Tensor:
 def assign_image(
     locations: torch.Tensor,  # [L, 2] (x, y)
     loc_stride: torch.Tensor,  # [L] stride of each location's level
-    loc_range: torch.Tensor,  # [L, 2] (m_lo, m_hi] of each location's level
+    loc_range: torch.Tensor,  # [L, 2] [m_lo, m_hi] of each location's level
     boxes: torch.Tensor,  # [G, 4] xyxy
     labels: torch.Tensor,  # [G] 1..C
     radius: float,
@@ -59,7 +60,11 @@ def assign_image(
     L, G = locations.shape[0], boxes.shape[0]
     if G == 0:
         zeros = locations.new_zeros((L, 4))
-        return labels.new_zeros(L), zeros, torch.full((L,), -1, dtype=torch.long, device=zeros.device)
+        return (
+            labels.new_zeros(L),
+            zeros,
+            torch.full((L,), -1, dtype=torch.long, device=zeros.device),
+        )
     x, y = locations[:, 0:1], locations[:, 1:2]  # [L, 1]
     x0, y0, x1, y1 = boxes.unbind(1)  # [G] each
     reg = torch.stack([x - x0, y - y0, x1 - x, y1 - y], dim=2)  # [L, G, 4]  Eq. 1
@@ -75,7 +80,7 @@ def assign_image(
     )  # [L, G]
     # 2. the level must be responsible for the box's size.
     max_reg = reg.max(dim=2).values  # [L, G]
-    in_level = (max_reg > loc_range[:, 0:1]) & (max_reg <= loc_range[:, 1:2])  # [L, G]
+    in_level = (max_reg >= loc_range[:, 0:1]) & (max_reg <= loc_range[:, 1:2])  # [L, G]
 
     # 3. ambiguity: the smallest box wins.
     area = ((x1 - x0) * (y1 - y0))[None, :].expand(L, G).clone()  # [L, G]
