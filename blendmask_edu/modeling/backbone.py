@@ -24,8 +24,9 @@ from .weights import load_backbone_weights
 FEATURE_STRIDES = (8, 16, 32)  # C3, C4, C5
 
 
-def create_timm_backbone(cfg: BackboneConfig) -> nn.Module:
-    """A timm model returning its stride-8/16/32 feature maps (C3, C4, C5)."""
+def create_timm_backbone(cfg: BackboneConfig) -> tuple[nn.Module, list[str]]:
+    """A timm model returning its stride-8/16/32 feature maps (C3, C4, C5), and the names of
+    the modules that end each of its stages (strides 2, 4, 8, ...)."""
     import timm
 
     kwargs = dict(features_only=True, pretrained=False)
@@ -41,7 +42,26 @@ def create_timm_backbone(cfg: BackboneConfig) -> nn.Module:
         body = timm.create_model(cfg.name, out_indices=out_indices, **kwargs)
         if cfg.weights_path:
             load_backbone_weights(body, cfg.name, cfg.weights_path)
-    return body
+    return body, [info["module"] for info in probe.feature_info.get_dicts()]
+
+
+def freeze_stages(body: nn.Module, stage_modules: list[str], freeze_at: int) -> list[nn.Module]:
+    """Stop gradients for every parameter before stage `freeze_at` (0-based in
+    `stage_modules`); returns the frozen modules (kept in eval mode while training)."""
+    if freeze_at <= 0:
+        return []
+    if freeze_at >= len(stage_modules):
+        raise ValueError(f"freeze_at={freeze_at}: the backbone has {len(stage_modules)} stages")
+    first_trained = stage_modules[freeze_at] + "."
+    frozen = []
+    for name, module in body.named_modules():
+        if name.startswith(first_trained) or name == stage_modules[freeze_at]:
+            break
+        if name and not list(module.children()):
+            frozen.append(module)
+            for p in module.parameters():
+                p.requires_grad_(False)
+    return frozen
 
 
 def _timm_pretrained(name: str, out_indices: tuple[int, ...]) -> nn.Module:
@@ -64,8 +84,12 @@ class BackboneFPN(nn.Module):
 
     def __init__(self, backbone_cfg: BackboneConfig, fpn_cfg: FPNConfig):
         super().__init__()
-        self.body = create_timm_backbone(backbone_cfg)
+        self.body, stage_modules = create_timm_backbone(backbone_cfg)
+        self.frozen = freeze_stages(self.body, stage_modules, backbone_cfg.freeze_at)
         self.freeze_bn = backbone_cfg.freeze_bn
+        self.channels_last = backbone_cfg.channels_last
+        if self.channels_last:
+            self.body.to(memory_format=torch.channels_last)
         in_channels = self.body.feature_info.channels()  # e.g. [40, 112, 320] for lite0
         D = fpn_cfg.channels
         # P6 is made from P5 (in_channels == out_channels), as in FCOS.
@@ -74,6 +98,8 @@ class BackboneFPN(nn.Module):
         self.strides = (8, 16, 32, 64, 128)  # P3..P7
 
     def forward(self, x: torch.Tensor) -> OrderedDict[str, torch.Tensor]:
+        if self.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
         c3, c4, c5 = self.body(x)
         return self.fpn(OrderedDict(p3=c3, p4=c4, p5=c5))  # p3..p7
 
@@ -83,4 +109,7 @@ class BackboneFPN(nn.Module):
             for m in self.body.modules():
                 if isinstance(m, nn.modules.batchnorm._BatchNorm):
                     m.eval()
+        if mode:
+            for m in self.frozen:  # frozen stages: their BatchNorm statistics stay fixed too
+                m.eval()
         return self
