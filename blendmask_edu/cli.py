@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -144,14 +145,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from .data.coco import DatasetError
-    from .engine.trainer import NonFiniteLossError
-
     args = build_parser().parse_args(argv)
     try:
         args.func(args)
-    except (DatasetError, NonFiniteLossError, FileNotFoundError, FileExistsError) as err:
+    except (ValueError, OSError, RuntimeError) as err:  # bad data, files, NaN loss, offline...
+        if os.environ.get("BLENDMASK_EDU_DEBUG"):
+            raise
         print(f"error: {err}", file=sys.stderr)
+        print("(set BLENDMASK_EDU_DEBUG=1 for the full traceback)", file=sys.stderr)
         return 1
     return 0
 
