@@ -1,11 +1,11 @@
 # Two commands for a newcomer: `make demo` and `make test`. Both create/reuse .venv.
-PYTHON ?= python3.11
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-stamp
 export PYTHONUNBUFFERED := 1
 
-.PHONY: setup demo test test-fast lint notebooks bench clean
+.PHONY: setup demo test test-fast lint bench clean
 
 setup: $(STAMP)
 
@@ -29,9 +29,6 @@ test-fast: setup
 lint: setup
 	$(VENV)/bin/ruff check blendmask_edu tests benchmarks
 	$(VENV)/bin/ruff format --check blendmask_edu tests benchmarks
-
-notebooks: setup
-	$(PY) -m blendmask_edu.tools.run_notebooks notebooks
 
 bench: setup
 	$(PY) benchmarks/train_speed.py

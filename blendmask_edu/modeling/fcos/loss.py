@@ -39,8 +39,8 @@ def fcos_losses(
     num_pos = reduce_mean(pos.sum().float()).clamp(min=1.0)
 
     # Classification over every location: one-hot over C classes, background = all zeros.
-    onehot = F.one_hot(targets.labels, C + 1)[..., 1:].to(cls_logits.dtype)  # [B, L, C]
-    loss_cls = sigmoid_focal_loss(cls_logits, onehot, alpha, gamma, reduction="sum") / num_pos
+    onehot = F.one_hot(targets.labels, C + 1)[..., 1:].float()  # [B, L, C]
+    loss_cls = sigmoid_focal_loss(cls_logits.float(), onehot, alpha, gamma, reduction="sum") / num_pos
 
     # Box and centerness terms on positives only.
     ctr_t = targets.centerness[pos]  # [P]
