@@ -102,6 +102,7 @@ class DataConfig:
     test_min_size: int = 800
     test_max_size: int = 1333
     hflip_prob: float = 0.5
+    vflip_prob: float = 0.0  # only where a flipped object keeps its class (the shapes do)
     size_divisibility: int = 32  # batches are padded to a multiple of this
     num_workers: int = 2
 
@@ -118,6 +119,7 @@ class OptimConfig:
     warmup_iters: int = 1000
     warmup_factor: float = 1.0 / 3
     clip_grad_norm: float = 0.0  # 0 = off
+    backbone_lr_mult: float = 1.0  # learning-rate factor for the (pretrained) backbone body
 
 
 @dataclass
@@ -202,6 +204,7 @@ def shapes_preset() -> Config:
             train_max_size=256,
             test_min_size=128,
             test_max_size=256,
+            vflip_prob=0.5,  # every shape keeps its class upside down: free extra data
             num_workers=0,
         ),
         optim=OptimConfig(

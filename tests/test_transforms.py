@@ -13,6 +13,7 @@ from blendmask_edu.data.coco import CocoInstances
 from blendmask_edu.data.transforms import (
     Compose,
     RandomHorizontalFlip,
+    RandomVerticalFlip,
     ResizeShortestSide,
     build_transforms,
     resized_shape,
@@ -92,6 +93,18 @@ def test_flip_keeps_masks_and_boxes_together(sample):
     assert flipped["boxes"][0].tolist() == [60 - 30, 5, 60 - 10, 25]  # square x 10..30
     back_image, back = RandomHorizontalFlip(p=1.0)(flipped_image, flipped)
     assert torch.equal(back_image, image) and torch.equal(back["boxes"], target["boxes"])
+
+
+def test_vertical_flip_keeps_masks_and_boxes_together(sample):
+    image, target = sample  # [3, 40, 60]; the square spans y 5..25
+    flipped_image, flipped = RandomVerticalFlip(p=1.0)(image, target)
+    assert torch.equal(flipped_image, image.flip(-2))
+    assert torch.equal(flipped["masks"], target["masks"].flip(-2))
+    torch.testing.assert_close(mask_boxes(flipped["masks"]), flipped["boxes"])
+    assert flipped["boxes"][0].tolist() == [10, 40 - 25, 30, 40 - 5]
+    assert RandomVerticalFlip(p=0.0)(image, target)[0] is image
+    cfg = DataConfig(train_min_sizes=(40,), train_max_size=100, hflip_prob=0.0, vflip_prob=1.0)
+    assert torch.equal(build_transforms(cfg, train=True)(image, target)[0], image.flip(-2))
 
 
 def test_flip_probability(sample):

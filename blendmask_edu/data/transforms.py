@@ -100,13 +100,38 @@ class RandomHorizontalFlip:
         return f"RandomHorizontalFlip(p={self.p})"
 
 
+class RandomVerticalFlip:
+    """Mirror top↔bottom with probability `p` (only for data whose classes do not care)."""
+
+    def __init__(self, p: float = 0.5):
+        self.p = p
+
+    def __call__(self, image: torch.Tensor, target: dict | None = None):
+        if random.random() >= self.p:
+            return image, target
+        height = image.shape[-2]
+        image = image.flip(-2)  # [3, H, W]
+        if target is None:
+            return image, None
+        target = dict(target)
+        x1, y1, x2, y2 = target["boxes"].unbind(-1)  # each [N]
+        target["boxes"] = torch.stack([x1, height - y2, x2, height - y1], dim=-1)  # [N, 4]
+        if "masks" in target:
+            target["masks"] = target["masks"].flip(-2)  # [N, H, W]
+        return image, target
+
+    def __repr__(self) -> str:
+        return f"RandomVerticalFlip(p={self.p})"
+
+
 def build_transforms(data_cfg: DataConfig, train: bool) -> Compose:
     """Multi-scale resize + flip for training; one fixed-scale resize for testing."""
     if train:
-        return Compose(
-            [
-                ResizeShortestSide(data_cfg.train_min_sizes, data_cfg.train_max_size),
-                RandomHorizontalFlip(data_cfg.hflip_prob),
-            ]
-        )
+        steps = [
+            ResizeShortestSide(data_cfg.train_min_sizes, data_cfg.train_max_size),
+            RandomHorizontalFlip(data_cfg.hflip_prob),
+        ]
+        if data_cfg.vflip_prob > 0:
+            steps.append(RandomVerticalFlip(data_cfg.vflip_prob))
+        return Compose(steps)
     return Compose([ResizeShortestSide((data_cfg.test_min_size,), data_cfg.test_max_size)])

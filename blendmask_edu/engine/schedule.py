@@ -21,13 +21,22 @@ from ..config import OptimConfig
 
 
 def build_optimizer(model: nn.Module, cfg: OptimConfig) -> torch.optim.Optimizer:
-    """No weight decay on biases and normalisation parameters (1-D tensors)."""
-    decay = [p for p in model.parameters() if p.requires_grad and p.ndim > 1]
-    no_decay = [p for p in model.parameters() if p.requires_grad and p.ndim <= 1]
-    groups = [
-        {"params": decay, "weight_decay": cfg.weight_decay},
-        {"params": no_decay, "weight_decay": 0.0},
-    ]
+    """No weight decay on biases and normalisation parameters (1-D tensors); the pretrained
+    backbone body (`model.backbone.body`) learns at `lr · backbone_lr_mult`."""
+    body = getattr(getattr(model, "backbone", None), "body", None)
+    in_body = {id(p) for p in body.parameters()} if body is not None else set()
+    groups = []
+    for is_body in (True, False):
+        lr = cfg.lr * (cfg.backbone_lr_mult if is_body else 1.0)
+        for decay in (True, False):
+            params = [
+                p
+                for p in model.parameters()
+                if p.requires_grad and (id(p) in in_body) == is_body and (p.ndim > 1) == decay
+            ]
+            if params:
+                groups.append({"params": params, "lr": lr,
+                               "weight_decay": cfg.weight_decay if decay else 0.0})  # fmt: skip
     if cfg.name == "sgd":
         return torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum)
     if cfg.name == "adamw":
