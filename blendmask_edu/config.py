@@ -219,7 +219,7 @@ def shapes_preset() -> Config:
         train=TrainConfig(
             max_iters=3000,
             batch_size=16,
-            time_budget_min=9.0,  # training only; start-up + evaluation add ~30 s on 2 cores
+            time_budget_min=9.5,  # training only; start-up + evaluation add ~20 s on 2 cores
             checkpoint_period=200,
             log_period=20,
         ),
