@@ -40,19 +40,15 @@ class TorchvisionFCOS(nn.Module):
         super().__init__()
         from torchvision.models import resnet18
         from torchvision.models.detection import FCOS
-        from torchvision.models.detection.backbone_utils import _resnet_fpn_extractor
+        from torchvision.models.detection.backbone_utils import BackboneWithFPN
         from torchvision.models.detection.fcos import FCOSHead
         from torchvision.ops.feature_pyramid_network import LastLevelP6P7
 
-        body = resnet18(weights=None, norm_layer=nn.BatchNorm2d)
-        backbone = _resnet_fpn_extractor(
-            body,
-            5,
-            returned_layers=[2, 3, 4],
+        body = resnet18(weights=None, norm_layer=nn.BatchNorm2d)  # all layers trainable
+        backbone = BackboneWithFPN(
+            body, {"layer2": "0", "layer3": "1", "layer4": "2"}, [128, 256, 512], fpn_channels,
             extra_blocks=LastLevelP6P7(fpn_channels, fpn_channels),
-            norm_layer=nn.BatchNorm2d,
-        )
-        backbone.out_channels = fpn_channels
+        )  # fmt: skip
         # torchvision counts the background as a class; our labels are 1..C.
         head = FCOSHead(fpn_channels, 1, num_classes + 1, num_convs)
         self.net = FCOS(

@@ -132,7 +132,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--checkpoint", required=True)
     s.add_argument("images", nargs="+")
     s.add_argument("--output-dir", required=True)
-    s.add_argument("--score-thresh", type=float, default=0.3)
+    s.add_argument("--score-thresh", type=float, default=0.5)
     s.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
     s.set_defaults(func=cmd_predict)
 

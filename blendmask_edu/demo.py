@@ -42,7 +42,7 @@ def write_pictures(model, dataset, out: Path, num_images: int = 8) -> None:
         run = model.run(images)
         results = model.postprocess(run)
     names = dataset.class_names
-    fig = predictions_grid(images, results, targets, names)
+    fig = predictions_grid(images, results, targets, names, score_thresh=0.5)
     fig.savefig(out / "predictions.png", dpi=110)
     fig = plot_bases(images, [m["bases"] for m in run["masks"]])
     fig.savefig(out / "bases.png", dpi=110)

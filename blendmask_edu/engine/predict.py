@@ -54,7 +54,7 @@ def to_coco_entries(image_id: int, file_name: str, res: dict, label_to_cat_id: d
 
 
 @torch.inference_mode()
-def predict_images(checkpoint, images, output_dir, device="auto", score_thresh=0.3) -> list:
+def predict_images(checkpoint, images, output_dir, device="auto", score_thresh=0.5) -> list:
     device = resolve_device(device)
     model, cfg, categories = model_from_checkpoint(checkpoint, device)
     label_to_cat_id = {i + 1: c["id"] for i, c in enumerate(categories)}
