@@ -177,3 +177,19 @@ def test_freeze_at_stops_gradients_before_the_stage():
     sum(v.sum() for v in out.values()).backward()
     assert model.body.conv1.weight.grad is None
     assert model.body.layer2[0].conv1.weight.grad is not None
+
+
+def test_timm_kwargs_reach_timm_and_survive_config_json():
+    """timm's ResNets zero the last BatchNorm of every residual block unless told otherwise."""
+    from blendmask_edu.config import Config
+
+    def last_bn_weights(cfg):
+        body, _ = create_timm_backbone(cfg)
+        return torch.cat([blk.bn2.weight for blk in body.layer2])
+
+    assert (last_bn_weights(BackboneConfig(name="resnet18")) == 0).all()
+    cfg = Config()
+    cfg.model.backbone = BackboneConfig(name="resnet18", timm_kwargs={"zero_init_last": False})
+    back = Config.from_dict(cfg.to_dict()).model.backbone
+    assert back.timm_kwargs == {"zero_init_last": False}
+    assert (last_bn_weights(back) == 1).all()

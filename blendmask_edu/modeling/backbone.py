@@ -29,7 +29,7 @@ def create_timm_backbone(cfg: BackboneConfig) -> tuple[nn.Module, list[str]]:
     the modules that end each of its stages (strides 2, 4, 8, ...)."""
     import timm
 
-    kwargs = dict(features_only=True, pretrained=False)
+    kwargs = dict(features_only=True, pretrained=False, **cfg.timm_kwargs)
     probe = timm.create_model(cfg.name, **kwargs)
     reductions = probe.feature_info.reduction()
     missing = [s for s in FEATURE_STRIDES if s not in reductions]
@@ -37,7 +37,7 @@ def create_timm_backbone(cfg: BackboneConfig) -> tuple[nn.Module, list[str]]:
         raise ValueError(f"backbone {cfg.name!r} has no feature maps at strides {missing}")
     out_indices = tuple(reductions.index(s) for s in FEATURE_STRIDES)
     if cfg.pretrained:
-        body = _timm_pretrained(cfg.name, out_indices)
+        body = _timm_pretrained(cfg.name, out_indices, cfg.timm_kwargs)
     else:
         body = timm.create_model(cfg.name, out_indices=out_indices, **kwargs)
         if cfg.weights_path:
@@ -64,11 +64,13 @@ def freeze_stages(body: nn.Module, stage_modules: list[str], freeze_at: int) -> 
     return frozen
 
 
-def _timm_pretrained(name: str, out_indices: tuple[int, ...]) -> nn.Module:
+def _timm_pretrained(name: str, out_indices: tuple[int, ...], timm_kwargs: dict) -> nn.Module:
     import timm
 
     try:
-        return timm.create_model(name, features_only=True, pretrained=True, out_indices=out_indices)
+        return timm.create_model(
+            name, features_only=True, pretrained=True, out_indices=out_indices, **timm_kwargs
+        )
     except Exception as err:  # no internet, no hub cache, hub offline mode...
         raise RuntimeError(
             f"could not get timm's pretrained weights for backbone {name!r} ({type(err).__name__}: "
