@@ -40,7 +40,7 @@ def test_train_writes_the_contract_files(trained_run):
 def test_evaluate_prints_and_writes_metrics(trained_run, shapes_small, tmp_path, capsys):
     out = tmp_path / "e.json"
     assert main(["evaluate", "--checkpoint", str(trained_run / "checkpoint_last.pt"),
-                 "--data", str(shapes_small), "--output", str(out), "--device", "cpu"]) == 0
+                 "--data", str(shapes_small), "--output", str(out), "--device", "cpu"]) == 0  # fmt: skip
     written = json.loads(out.read_text())
     assert written == json.loads((trained_run / "eval.json").read_text())  # same model, data
     assert "segm" in capsys.readouterr().out

@@ -40,7 +40,9 @@ def fcos_losses(
 
     # Classification over every location: one-hot over C classes, background = all zeros.
     onehot = F.one_hot(targets.labels, C + 1)[..., 1:].float()  # [B, L, C]
-    loss_cls = sigmoid_focal_loss(cls_logits.float(), onehot, alpha, gamma, reduction="sum") / num_pos
+    loss_cls = (
+        sigmoid_focal_loss(cls_logits.float(), onehot, alpha, gamma, reduction="sum") / num_pos
+    )
 
     # Box and centerness terms on positives only.
     ctr_t = targets.centerness[pos]  # [P]
