@@ -75,6 +75,25 @@ class ResizeShortestSide:
         return f"ResizeShortestSide(min_sizes={self.min_sizes}, max_size={self.max_size})"
 
 
+def flip(image: torch.Tensor, target: dict | None, dim: int):
+    """Mirror along `dim` (−1: left↔right, −2: top↔bottom); boxes and masks follow the image."""
+    size = image.shape[dim]
+    image = image.flip(dim)  # [3, H, W]
+    if target is None:
+        return image, None
+    target = dict(target)
+    x1, y1, x2, y2 = target["boxes"].unbind(-1)  # each [N]
+    # A pixel row/column i ↦ size − 1 − i, so a box edge at coordinate c ↦ size − c.
+    if dim == -1:
+        x1, x2 = size - x2, size - x1
+    else:
+        y1, y2 = size - y2, size - y1
+    target["boxes"] = torch.stack([x1, y1, x2, y2], dim=-1)  # [N, 4]
+    if "masks" in target:
+        target["masks"] = target["masks"].flip(dim)  # [N, H, W]
+    return image, target
+
+
 class RandomHorizontalFlip:
     """Mirror left↔right with probability `p`; boxes and masks follow the image."""
 
@@ -84,17 +103,7 @@ class RandomHorizontalFlip:
     def __call__(self, image: torch.Tensor, target: dict | None = None):
         if random.random() >= self.p:
             return image, target
-        width = image.shape[-1]
-        image = image.flip(-1)  # [3, H, W]
-        if target is None:
-            return image, None
-        target = dict(target)
-        x1, y1, x2, y2 = target["boxes"].unbind(-1)  # each [N]
-        # A pixel column x ↦ W − 1 − x, so a box edge at coordinate x ↦ W − x.
-        target["boxes"] = torch.stack([width - x2, y1, width - x1, y2], dim=-1)  # [N, 4]
-        if "masks" in target:
-            target["masks"] = target["masks"].flip(-1)  # [N, H, W]
-        return image, target
+        return flip(image, target, dim=-1)
 
     def __repr__(self) -> str:
         return f"RandomHorizontalFlip(p={self.p})"
@@ -109,16 +118,7 @@ class RandomVerticalFlip:
     def __call__(self, image: torch.Tensor, target: dict | None = None):
         if random.random() >= self.p:
             return image, target
-        height = image.shape[-2]
-        image = image.flip(-2)  # [3, H, W]
-        if target is None:
-            return image, None
-        target = dict(target)
-        x1, y1, x2, y2 = target["boxes"].unbind(-1)  # each [N]
-        target["boxes"] = torch.stack([x1, height - y2, x2, height - y1], dim=-1)  # [N, 4]
-        if "masks" in target:
-            target["masks"] = target["masks"].flip(-2)  # [N, H, W]
-        return image, target
+        return flip(image, target, dim=-2)
 
     def __repr__(self) -> str:
         return f"RandomVerticalFlip(p={self.p})"
