@@ -58,8 +58,8 @@ def predict_images(checkpoint, images, output_dir, device="auto", score_thresh=0
     device = resolve_device(device)
     model, cfg, categories = model_from_checkpoint(checkpoint, device)
     # The detector drops candidates below its own threshold (0.05) before NMS; a lower
-    # --score-thresh asks to see those too, so lower the model's threshold with it.
-    cfg.model.fcos.score_thresh = min(cfg.model.fcos.score_thresh, score_thresh)
+    # --score-thresh asks to see those too, so lower the detector's threshold with it.
+    model.fcos.cfg.score_thresh = min(model.fcos.cfg.score_thresh, score_thresh)
     label_to_cat_id = {i + 1: c["id"] for i, c in enumerate(categories)}
     class_names = [c["name"] for c in categories]
     resize = build_transforms(cfg.data, train=False)
