@@ -17,11 +17,11 @@ from blendmask_edu.config import (
 from blendmask_edu.modeling.attention import TopLayer
 from blendmask_edu.modeling.bases import semantic_targets
 from blendmask_edu.modeling.blender import blend, crop_bases
-from blendmask_edu.modeling.blendmask import BlendMaskBranch, mask_targets
+from blendmask_edu.modeling.blendmask import BlendMaskBranch
 from blendmask_edu.modeling.fcos import FCOS
 from blendmask_edu.modeling.fcos.head import compute_locations, level_of_locations
 from blendmask_edu.modeling.fcos.targets import fcos_targets
-from blendmask_edu.modeling.mask_branch import positive_instances
+from blendmask_edu.modeling.mask_branch import mask_targets, positive_instances
 from blendmask_edu.modeling.paste import paste_masks
 from blendmask_edu.modeling.segmenter import InstanceSegmenter
 

@@ -23,12 +23,12 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
+from .. import distributed as dist
 from ..config import Config
 from ..data.batching import collate
 from ..data.coco import CocoInstances
 from ..data.transforms import build_transforms
 from ..modeling.segmenter import InstanceSegmenter
-from . import distributed as dist
 from .checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from .evaluate import evaluate_model
 from .sampler import InfiniteBatchSampler, SeededAugmentation

@@ -29,14 +29,22 @@ def conv_gn_relu(c_in: int, c_out: int) -> nn.Sequential:
 
 
 class BottomModule(nn.Module):
-    def __init__(self, cfg: BlenderConfig, in_channels: int, num_classes: int):
+    def __init__(
+        self,
+        cfg: BlenderConfig,
+        in_channels: int,
+        num_classes: int,
+        num_outputs: int | None = None,
+    ):
+        """`num_outputs` maps (default `cfg.K` bases; YOLACT's prototypes and FCIS'
+        position-sensitive maps come from this same module with another count)."""
         super().__init__()
         self.in_levels = cfg.bottom_in_levels
         C = cfg.bottom_channels
         self.refine = nn.ModuleDict({name: conv_gn_relu(in_channels, C) for name in self.in_levels})
         self.tower = nn.Sequential(*[conv_gn_relu(C, C) for _ in range(cfg.bottom_num_convs)])
         self.after_upsample = conv_gn_relu(C, C)
-        self.to_bases = nn.Conv2d(C, cfg.K, 1)
+        self.to_bases = nn.Conv2d(C, num_outputs or cfg.K, 1)
         self.seg_head = None
         if cfg.aux_seg_loss:  # classes 0..C, 0 = background
             self.seg_head = nn.Sequential(
