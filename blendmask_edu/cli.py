@@ -4,6 +4,7 @@ blendmask-edu make-shapes OUT_DIR --num-images N --image-size S --seed K
 blendmask-edu train --preset NAME --train DATA --val DATA --output-dir RUN [...]
 blendmask-edu evaluate --checkpoint CKPT --data DATA [--output JSON]
 blendmask-edu predict --checkpoint CKPT IMAGE... --output-dir D
+blendmask-edu compare --preset NAME --train DATA --val DATA --output-dir D [...]
 blendmask-edu demo [--output-dir runs/demo]
 """
 
@@ -15,7 +16,7 @@ import os
 import sys
 from pathlib import Path
 
-from .config import get_preset
+from .config import MASK_BRANCHES, get_preset
 
 
 def cmd_make_shapes(args) -> None:
@@ -80,6 +81,35 @@ def cmd_predict(args) -> None:
     predict_images(args.checkpoint, args.images, args.output_dir, args.device, args.score_thresh)
 
 
+def cmd_compare(args) -> None:
+    from .engine.compare import parse_branches, run_compare
+
+    run_compare(
+        args.preset,
+        args.train,
+        args.val,
+        args.output_dir,
+        branches=parse_branches(args.mask_branches),
+        seeds=parse_seeds(args.seeds),
+        max_iters=args.max_iters,
+        time_budget_min=args.time_budget_min,
+        sweep=args.sweep,
+        device=args.device,
+    )
+
+
+def parse_seeds(text: str) -> list[int]:
+    try:
+        seeds = [int(s) for s in text.split(",") if s.strip()]
+    except ValueError:
+        raise ValueError(
+            f"--seeds {text!r}: write integers separated by commas, e.g. 0,1,2"
+        ) from None
+    if not seeds:
+        raise ValueError("--seeds: give at least one seed")
+    return seeds
+
+
 def cmd_demo(args) -> None:
     from .demo import run_demo
 
@@ -108,7 +138,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--train", required=True, help="DIR (DIR/annotations.json) or a COCO JSON")
     s.add_argument("--val", default=None)
     s.add_argument("--output-dir", required=True)
-    s.add_argument("--mask-branch", choices=["blender", "none"], default=None)
+    s.add_argument("--mask-branch", choices=MASK_BRANCHES, default=None)
     s.add_argument("--max-iters", type=int, default=None)
     s.add_argument("--time-budget-min", type=float, default=None)
     s.add_argument("--batch-size", type=int, default=None)
@@ -135,6 +165,24 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--score-thresh", type=float, default=0.5)
     s.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
     s.set_defaults(func=cmd_predict)
+
+    s = sub.add_parser("compare", help="train and score several mask branches alike")
+    s.add_argument("--preset", default="shapes")
+    s.add_argument("--train", required=True, help="DIR (DIR/annotations.json) or a COCO JSON")
+    s.add_argument("--val", required=True)
+    s.add_argument("--output-dir", required=True)
+    s.add_argument("--mask-branches", default="blender,yolact,fcis,roi")
+    budget = s.add_mutually_exclusive_group()
+    budget.add_argument("--max-iters", type=int, default=None, help="iterations per run")
+    budget.add_argument("--time-budget-min", type=float, default=None, help="minutes per run")
+    s.add_argument("--seeds", default="0", help="e.g. 0,1,2 (mean ± std over seeds)")
+    s.add_argument(
+        "--sweep",
+        default=None,
+        help="one blender knob: K=1,2,4,8 | M=7,14,28 | R=.. | interpolation=bilinear,nearest",
+    )
+    s.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
+    s.set_defaults(func=cmd_compare)
 
     s = sub.add_parser("demo", help="shapes data → train BlendMask → COCO AP → pictures")
     s.add_argument("--output-dir", default="runs/demo")

@@ -14,7 +14,10 @@ speed and fixes the total number of iterations (and so the cosine schedule) to f
 
 from __future__ import annotations
 
+import contextlib
 import json
+import signal
+import threading
 import time
 from pathlib import Path
 
@@ -53,6 +56,27 @@ def resolve_device(name: str) -> torch.device:
 
 def move_targets(targets: list[dict], device) -> list[dict]:
     return [{k: v.to(device) if torch.is_tensor(v) else v for k, v in t.items()} for t in targets]
+
+
+@contextlib.contextmanager
+def finish_step_on_ctrl_c():
+    """Inside: a first Ctrl-C is noted (the list becomes non-empty) and the step finishes, so
+    the checkpoint written next is consistent; a second Ctrl-C stops at once."""
+    interrupted: list[bool] = []
+    if threading.current_thread() is not threading.main_thread():
+        yield interrupted
+        return
+
+    def note(signum, frame):
+        if interrupted:
+            raise KeyboardInterrupt
+        interrupted.append(True)
+
+    previous = signal.signal(signal.SIGINT, note)
+    try:
+        yield interrupted
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 class Trainer:
@@ -215,7 +239,12 @@ class Trainer:
         while it < self.total_iters[0]:
             t0 = time.perf_counter()
             images, targets = next(batches)
-            losses = self.step(images, targets, it)
+            with finish_step_on_ctrl_c() as interrupted:
+                losses = self.step(images, targets, it)
+            if interrupted:  # Ctrl-C: keep what was learned; `--resume` goes on from here
+                self.save(it + 1)
+                print(f"\ninterrupted: saved {self.out / CHECKPOINT} after iteration {it + 1}")
+                raise KeyboardInterrupt
             dt = time.perf_counter() - t0
             self.elapsed += dt
             it += 1
