@@ -89,13 +89,16 @@ def cmd_compare(args) -> None:
         args.train,
         args.val,
         args.output_dir,
-        branches=parse_branches(args.mask_branches),
+        branches=parse_branches(args.mask_branches or ("blender" if args.sweep else ZOO_CHOICES)),
         seeds=parse_seeds(args.seeds),
         max_iters=args.max_iters,
         time_budget_min=args.time_budget_min,
         sweep=args.sweep,
         device=args.device,
     )
+
+
+ZOO_CHOICES = "blender,yolact,fcis,roi"
 
 
 def parse_seeds(text: str) -> list[int]:
@@ -171,7 +174,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--train", required=True, help="DIR (DIR/annotations.json) or a COCO JSON")
     s.add_argument("--val", required=True)
     s.add_argument("--output-dir", required=True)
-    s.add_argument("--mask-branches", default="blender,yolact,fcis,roi")
+    s.add_argument(
+        "--mask-branches", default=None, help=f"default {ZOO_CHOICES} (blender with --sweep)"
+    )
     budget = s.add_mutually_exclusive_group()
     budget.add_argument("--max-iters", type=int, default=None, help="iterations per run")
     budget.add_argument("--time-budget-min", type=float, default=None, help="minutes per run")
