@@ -18,6 +18,7 @@ from torch.nn import functional as F
 
 from ..config import BlenderConfig
 from .fcos.head import group_norm
+from .targets_batched import semantic_targets_batched
 
 
 def conv_gn_relu(c_in: int, c_out: int) -> nn.Sequential:
@@ -90,6 +91,7 @@ def semantic_targets(targets: list[dict], size: tuple[int, int], stride: int) ->
 
 
 def semantic_loss(seg_logits: torch.Tensor, targets: list[dict], stride: int) -> torch.Tensor:
-    """Cross-entropy of the auxiliary semantic head (paper §4)."""
-    sem = semantic_targets(targets, seg_logits.shape[-2:], stride)  # [B, h, w]
+    """Cross-entropy of the auxiliary semantic head (paper §4). The targets are
+    `semantic_targets` above, computed for the whole batch at once (targets_batched.py)."""
+    sem = semantic_targets_batched(targets, seg_logits.shape[-2:], stride)  # [B, h, w]
     return F.cross_entropy(seg_logits.float(), sem)

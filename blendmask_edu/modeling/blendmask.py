@@ -20,12 +20,11 @@ from .blender import blend, crop_bases
 from .mask_branch import (
     MaskBranch,
     gather_detections,
-    mask_targets,
-    positive_instances,
     split_per_image,
     weighted_mask_bce,
     zero_touch,
 )
+from .targets_batched import mask_targets_batched, positive_instances_batched
 
 
 class BlendMaskBranch(MaskBranch):
@@ -41,13 +40,14 @@ class BlendMaskBranch(MaskBranch):
         cfg = self.cfg
         bottom = self.bottom(features)
         bases = bottom["bases"]  # [B, K, H/4, W/4]
-        pos = positive_instances(fcos_out, targets, cfg.max_instances_for_loss)
+        pos = positive_instances_batched(fcos_out, targets, cfg.max_instances_for_loss)
         attention = self.top.at_locations(
             fcos_out["box_tower"], pos["batch_index"], pos["loc_index"]
         )  # [P, K, M, M]
         crops = crop_bases(bases, pos["gt_boxes"], pos["batch_index"], cfg.R, self.bases_stride)
         logits = blend(crops, attention, cfg.interpolation)["mask_logits"]  # [P, R, R]
-        target = mask_targets(targets, cfg.R).to(logits.device)[pos["gt_index"]]  # [P, R, R]
+        target = mask_targets_batched(targets, cfg.R).to(logits.device)  # [ΣG, R, R]
+        target = target[pos["gt_index"]]  # [P, R, R] the target of each positive's instance
         loss_mask = weighted_mask_bce(logits, target, pos["centerness"])  # centerness-weighted
         # With no positives the loss is 0; keep every parameter in the graph (DDP).
         loss_mask = loss_mask + zero_touch(bases, self.top)

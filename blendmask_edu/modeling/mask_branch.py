@@ -12,7 +12,8 @@ A mask branch sits beside FCOS and shares its backbone/FPN features:
 
 The small helpers below are shared by the branches: the R×R mask targets, the
 centerness-weighted BCE, and the bookkeeping between "all detections of a batch" and
-"per image".
+"per image". `positive_instances` and `mask_targets` are the readable references; the
+training step calls their loop-free twins in targets_batched.py (tested equal).
 """
 
 from __future__ import annotations

@@ -28,13 +28,12 @@ from ..blender import crop_bases
 from ..mask_branch import (
     MaskBranch,
     gather_detections,
-    mask_targets,
-    positive_instances,
     split_per_image,
     unique_instances,
     weighted_mask_bce,
     zero_touch,
 )
+from ..targets_batched import mask_targets_batched, positive_instances_batched
 
 
 def cell_index(k: int, R: int, device=None) -> torch.Tensor:
@@ -108,12 +107,13 @@ class FCISBranch(MaskBranch):
         cfg = self.cfg
         bottom = self.bottom(features)
         score_maps = bottom["bases"]  # [B, k², H/4, W/4]
-        pos = positive_instances(fcos_out, targets, self.bottom_cfg.max_instances_for_loss)
+        pos = positive_instances_batched(fcos_out, targets, self.bottom_cfg.max_instances_for_loss)
         # The mask depends on the box alone: once per GT instance, weighted by the summed
         # centerness of its positives (= the blender's loss over all positives).
         inst = unique_instances(pos, pos["centerness"])
         logits = self.masks_for_boxes(score_maps, inst["gt_boxes"], inst["batch_index"])
-        target = mask_targets(targets, cfg.R).to(logits.device)[inst["gt_index"]]  # [U, R, R]
+        target = mask_targets_batched(targets, cfg.R).to(logits.device)  # [ΣG, R, R]
+        target = target[inst["gt_index"]]  # [U, R, R]
         loss_mask = weighted_mask_bce(logits, target, inst["weight"])
         loss_mask = loss_mask + zero_touch(score_maps)  # every parameter in the graph (DDP)
         losses = {"loss_mask": cfg.mask_loss_weight * loss_mask}

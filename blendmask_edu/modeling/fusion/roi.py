@@ -27,13 +27,12 @@ from ...config import BlenderConfig, FCOSConfig, RoIHeadConfig
 from ..mask_branch import (
     MaskBranch,
     gather_detections,
-    mask_targets,
-    positive_instances,
     split_per_image,
     unique_instances,
     weighted_mask_bce,
     zero_touch,
 )
+from ..targets_batched import mask_targets_batched, positive_instances_batched
 
 LEVEL_OF = {"p3": 3, "p4": 4, "p5": 5, "p6": 6, "p7": 7}
 
@@ -104,13 +103,14 @@ class RoIMaskHead(MaskBranch):
         return logits[torch.arange(len(labels), device=labels.device), labels - 1]
 
     def forward_train(self, features, fcos_out, targets) -> dict[str, torch.Tensor]:
-        pos = positive_instances(fcos_out, targets, self.max_instances)
+        pos = positive_instances_batched(fcos_out, targets, self.max_instances)
         # The mask depends on the box alone: once per GT instance, weighted by its number of
         # positives (= the mean over all positives).
         inst = unique_instances(pos, torch.ones_like(pos["centerness"]))
         roi_features = self.pool(features, inst["gt_boxes"], inst["batch_index"], len(targets))
         logits = self.mask_logits(roi_features, inst["labels"])  # [U, 28, 28]
-        target = mask_targets(targets, self.R).to(logits.device)[inst["gt_index"]]  # [U, 28, 28]
+        target = mask_targets_batched(targets, self.R).to(logits.device)  # [ΣG, 28, 28]
+        target = target[inst["gt_index"]]  # [U, 28, 28]
         loss_mask = weighted_mask_bce(logits, target, inst["weight"])
         loss_mask = loss_mask + zero_touch(self)  # every parameter in the graph (DDP)
         return {"loss_mask": self.cfg.mask_loss_weight * loss_mask}
