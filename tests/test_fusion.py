@@ -3,6 +3,7 @@ and every branch's training/inference shapes, gradients and empty images."""
 
 from __future__ import annotations
 
+import importlib
 import math
 
 import pytest
@@ -18,8 +19,11 @@ from blendmask_edu.config import (
     RoIHeadConfig,
     YolactConfig,
 )
+from blendmask_edu.modeling import bases
+from blendmask_edu.modeling.bases import semantic_targets
 from blendmask_edu.modeling.blender import blend, crop_bases
-from blendmask_edu.modeling.fcos import FCOS
+from blendmask_edu.modeling.fcos import FCOS, detector
+from blendmask_edu.modeling.fcos.targets import fcos_targets
 from blendmask_edu.modeling.fusion import fcis, roi, yolact
 from blendmask_edu.modeling.mask_branch import (
     mask_targets,
@@ -105,6 +109,40 @@ INTERMEDIATES = {
     "fcis": {"cell_crops": (4, 8, 8)},
     "roi": {"roi_features": (D, 7, 7), "levels": ()},
 }
+
+
+@pytest.mark.parametrize("branch", ZOO)
+def test_training_losses_equal_those_from_the_per_image_targets(branch, monkeypatch):
+    # The training step builds its targets with the batched functions; swapping in the
+    # per-image references must give the same losses (FCOS' and the branch's).
+    targets = [
+        instance_target(TWO_BOXES, [1, 3]),
+        instance_target([], []),
+        instance_target([[8, 8, 40, 30], [10, 12, 50, 44], [0, 30, 20, 64]], [2, 1, 3]),
+    ]
+    module = build_mask_branch(model_cfg(branch), D)
+
+    def losses():
+        features, fcos_out = features_and_fcos(targets)
+        torch.manual_seed(1)  # the same subset of positives when capped
+        return {**fcos_out["losses"], **module.forward_train(features, fcos_out, targets)}
+
+    batched = losses()
+    branch_module = importlib.import_module(type(module).__module__)
+    swaps = [
+        (detector, "fcos_targets_batched", fcos_targets),
+        (bases, "semantic_targets_batched", semantic_targets),
+        (branch_module, "positive_instances_batched", positive_instances),
+        (branch_module, "mask_targets_batched", mask_targets),  # YOLACT has none
+    ]
+    swaps = [swap for swap in swaps if hasattr(swap[0], swap[1])]
+    assert len(swaps) == (3 if branch == "yolact" else 4)
+    for where, name, reference in swaps:
+        monkeypatch.setattr(where, name, reference)
+    per_image = losses()
+    assert batched.keys() == per_image.keys() and batched["loss_mask"] > 0
+    for key in batched:
+        torch.testing.assert_close(batched[key], per_image[key], rtol=0, atol=0, msg=key)
 
 
 @pytest.mark.parametrize("branch", ZOO)
