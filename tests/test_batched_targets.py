@@ -21,6 +21,7 @@ from blendmask_edu.modeling.mask_branch import mask_targets, positive_instances
 from blendmask_edu.modeling.targets_batched import (
     crop_masks,
     mask_targets_batched,
+    pad_masks,
     positive_instances_batched,
     semantic_targets_batched,
 )
@@ -102,18 +103,20 @@ def test_pad_targets_by_hand():
     b["masks"] = torch.zeros(0, 4, 2, dtype=torch.uint8)
     c = {"boxes": torch.tensor([[0.0, 0, 1, 1], [2, 2, 3, 3]]), "labels": torch.tensor([1, 2])}
     c["masks"] = torch.ones(2, 2, 3, dtype=torch.uint8)
-    gt = pad_targets([a, b, c], with_masks=True)
-    assert gt.boxes.shape == (3, 2, 4) and gt.masks.shape == (3, 2, 4, 3)  # G = 2, H = 4, W = 3
+    gt = pad_targets([a, b, c])
+    assert gt.boxes.shape == (3, 2, 4)  # G = 2
     assert gt.valid.tolist() == [[True, False], [False, False], [True, True]]
     assert gt.labels.tolist() == [[5, 0], [0, 0], [1, 2]]
     assert torch.equal(gt.boxes[0, 0], a["boxes"][0]) and (gt.boxes[0, 1] == 0).all()
-    assert gt.masks[0, 0, :2].all() and not gt.masks[0, 0, 2:].any()  # padded at the bottom
-    assert not gt.masks[1].any() and gt.masks[2, :, :2].all()
+    masks = pad_masks([a["masks"], b["masks"], c["masks"]], G=3)
+    assert masks.shape == (3, 3, 4, 3)  # H = 4, W = 3 (the largest), one slot more than needed
+    assert masks[0, 0, :2].all() and not masks[0, 0, 2:].any()  # padded at the bottom
+    assert not masks[0, 1:].any() and not masks[1].any() and masks[2, :2, :2].all()
 
 
 def test_pad_targets_all_empty_keeps_one_padding_slot():
-    gt = pad_targets(batch("all_empty"), with_masks=True)
-    assert gt.boxes.shape == (3, 1, 4) and gt.masks.shape == (3, 1, 128, 128)
+    gt = pad_targets(batch("all_empty"))
+    assert gt.boxes.shape == (3, 1, 4) and gt.labels.shape == (3, 1)
     assert not gt.valid.any() and (gt.labels == 0).all()
 
 
@@ -125,7 +128,7 @@ def test_pad_targets_all_empty_keeps_one_padding_slot():
 def assert_same_fcos_targets(locations, level, targets):
     args = (STRIDES, SIZES_OF_INTEREST, 1.5)
     ref = fcos_targets(locations, level, targets, *args)
-    out = fcos_targets_batched(locations, level, targets, *args)
+    out = fcos_targets_batched(locations, level, pad_targets(targets), *args)
     assert torch.equal(out.labels, ref.labels)
     assert torch.equal(out.gt_index, ref.gt_index)
     torch.testing.assert_close(out.reg, ref.reg)
@@ -242,11 +245,12 @@ def test_mask_targets_are_not_read_from_zero_padded_masks():
 def test_positive_instances_batched_equal_the_reference(name, max_instances):
     targets = batch(name)
     locations, level = grid(128, 128)
-    fcos_out = {"targets": fcos_targets(locations, level, targets, STRIDES, SIZES_OF_INTEREST, 1.5)}
+    t = fcos_targets(locations, level, targets, STRIDES, SIZES_OF_INTEREST, 1.5)
+    fcos_out = {"targets": t, "gt": pad_targets(targets)}  # what FCOS returns
     torch.manual_seed(3)  # the same random subset when capped
     ref = positive_instances(fcos_out, targets, max_instances)
     torch.manual_seed(3)
-    out = positive_instances_batched(fcos_out, targets, max_instances)
+    out = positive_instances_batched(fcos_out, max_instances)
     assert out.keys() == ref.keys()
     for key in ("batch_index", "loc_index", "gt_index", "labels"):
         assert torch.equal(out[key], ref[key]), key

@@ -129,10 +129,17 @@ def test_training_losses_equal_those_from_the_per_image_targets(branch, monkeypa
 
     batched = losses()
     branch_module = importlib.import_module(type(module).__module__)
-    swaps = [
-        (detector, "fcos_targets_batched", fcos_targets),
+
+    def fcos_reference(locations, level, gt, *args):  # takes the list, not the padded GT
+        return fcos_targets(locations, level, targets, *args)
+
+    def positives_reference(fcos_out, cap):
+        return positive_instances(fcos_out, targets, cap)
+
+    swaps = [  # the batched function → its per-image reference
+        (detector, "fcos_targets_batched", fcos_reference),
         (bases, "semantic_targets_batched", semantic_targets),
-        (branch_module, "positive_instances_batched", positive_instances),
+        (branch_module, "positive_instances_batched", positives_reference),
         (branch_module, "mask_targets_batched", mask_targets),  # YOLACT has none
     ]
     swaps = [swap for swap in swaps if hasattr(swap[0], swap[1])]

@@ -40,7 +40,7 @@ class BlendMaskBranch(MaskBranch):
         cfg = self.cfg
         bottom = self.bottom(features)
         bases = bottom["bases"]  # [B, K, H/4, W/4]
-        pos = positive_instances_batched(fcos_out, targets, cfg.max_instances_for_loss)
+        pos = positive_instances_batched(fcos_out, cfg.max_instances_for_loss)
         attention = self.top.at_locations(
             fcos_out["box_tower"], pos["batch_index"], pos["loc_index"]
         )  # [P, K, M, M]

@@ -4,10 +4,11 @@
     mask_targets_batched        = mask_branch.mask_targets        (one RoIAlign per image)
     positive_instances_batched  = mask_branch.positive_instances  (lists built per image)
 
-Each takes the same arguments and returns the same tensors as its reference (the tests check
-they are equal on random, empty, crowded and mixed-size batches); the training step uses these,
-the notebooks read the references. The GT is padded to [B, G] by `pad_targets` (see
-fcos/targets_batched.py), so the work is a few tensor operations whatever the batch size.
+Each returns the same tensors as its reference (the tests check they are equal on random,
+empty, crowded and mixed-size batches); the training step uses these, the notebooks read the
+references. The GT is padded to [B, G] (`pad_targets` in fcos/targets_batched.py, `pad_masks`
+below), so the work is a few tensor operations whatever the batch size; positive instances
+read the padded GT that FCOS returns instead of the list of targets.
 """
 
 from __future__ import annotations
@@ -16,9 +17,22 @@ import itertools
 
 import torch
 from torch.nn import functional as F
+from torch.nn.utils.rnn import pad_sequence
 from torchvision.ops import roi_align
 
 from .fcos.targets_batched import pad_targets
+
+
+def pad_masks(masks: list[torch.Tensor], G: int) -> torch.Tensor:
+    """Per image [G_i, H_i, W_i] → [B, G, H, W], zero-padded after the last instance and at the
+    bottom/right up to the largest H and W (as `pad_images` pads images). When every image has
+    the same size this is one `pad_sequence` call."""
+    H = max(m.shape[-2] for m in masks)
+    W = max(m.shape[-1] for m in masks)
+    if any(m.shape[-2:] != (H, W) for m in masks):  # sizes differ: pad each image first
+        masks = [F.pad(m, (0, W - m.shape[-1], 0, H - m.shape[-2])) for m in masks]
+    out = pad_sequence(masks, batch_first=True)  # [B, max_i G_i, H, W]
+    return F.pad(out, (0, 0, 0, 0, 0, G - out.shape[1]))  # [B, G, H, W]
 
 
 def semantic_targets_batched(
@@ -27,16 +41,16 @@ def semantic_targets_batched(
     """`semantic_targets` without loops → [B, h, w] int64: each cell takes the label of the
     last instance whose mask covers the cell's centre pixel, 0 where none (and in padding)."""
     h, w = size
-    gt = pad_targets(targets, with_masks=True)  # masks [B, G, H, W], labels [B, G]
-    B, G = gt.labels.shape
-    # Read the masks at the cell centres (stride·i + stride/2), as the reference does.
-    masks = gt.masks[:, :, stride // 2 :: stride, stride // 2 :: stride][:, :, :h, :w].bool()
-    mh, mw = masks.shape[-2:]
-    masks = F.pad(masks, (0, w - mw, 0, h - mh))  # [B, G, h, w], cells past the masks: none
+    labels = pad_targets(targets).labels  # [B, G], 0 in the padding
+    B, G = labels.shape
+    # Read the masks at the cell centres (stride·i + stride/2) before padding: fewer pixels.
+    centres = [t["masks"][:, stride // 2 :: stride, stride // 2 :: stride] for t in targets]
+    masks = pad_masks(centres, G)[:, :, :h, :w].bool()  # [B, G, ≤h, ≤w]
+    masks = F.pad(masks, (0, w - masks.shape[-1], 0, h - masks.shape[-2]))  # [B, G, h, w]
     # 1 + the index of the last (topmost) instance covering each cell, 0 where none does.
     order = torch.arange(1, G + 1, device=masks.device).view(1, G, 1, 1)  # [1, G, 1, 1]
     top = torch.where(masks, order, torch.zeros_like(order)).amax(dim=1)  # [B, h, w]
-    labels = F.pad(gt.labels, (1, 0))  # [B, 1 + G], column 0 = background
+    labels = F.pad(labels, (1, 0))  # [B, 1 + G], column 0 = background
     return labels.gather(1, top.flatten(1)).view(B, h, w)  # [B, h, w]
 
 
@@ -76,19 +90,17 @@ def mask_targets_batched(targets: list[dict], R: int) -> torch.Tensor:
     return out
 
 
-def positive_instances_batched(
-    fcos_out: dict, targets: list[dict], max_instances: int = -1
-) -> dict:
-    """`positive_instances` on padded GT: the boxes are read at [image, index in image]
-    and the batch-wide index is the image's offset + the index in the image."""
-    t = fcos_out["targets"]
+def positive_instances_batched(fcos_out: dict, max_instances: int = -1) -> dict:
+    """`positive_instances(fcos_out, targets, max_instances)` read from the padded GT that
+    FCOS returns (`fcos_out["gt"]`): a positive's box is at [its image, its gt_index], and its
+    batch-wide index is the image's offset + gt_index. No list of the images is built."""
+    t, gt = fcos_out["targets"], fcos_out["gt"]
     batch_index, loc_index = (t.labels > 0).nonzero(as_tuple=True)  # [P] each
     if max_instances > 0 and batch_index.numel() > max_instances:
         keep = torch.randperm(batch_index.numel(), device=batch_index.device)[:max_instances]
         batch_index, loc_index = batch_index[keep], loc_index[keep]
-    gt = pad_targets(targets)  # boxes [B, G, 4], valid [B, G]
     counts = gt.valid.sum(dim=1)  # [B] instances per image
-    offsets = counts.cumsum(0) - counts  # [B] first batch-wide index of each image
+    offsets = counts.cumsum(0) - counts  # [B] batch-wide index of each image's first instance
     local_gt = t.gt_index[batch_index, loc_index]  # [P] index inside its image
     return {
         "batch_index": batch_index,

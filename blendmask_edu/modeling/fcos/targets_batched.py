@@ -7,8 +7,9 @@ the batch's GT is first padded to G = the largest number of boxes in an image,
 
 and every location of every image meets every box in one set of tensor operations
 [B, L, G]: no Python loop over images, so on a GPU the number of kernel launches does not grow
-with the batch. `fcos_targets_batched` returns exactly what `fcos_targets` returns (the tests
-compare them on random, empty, crowded and tied batches).
+with the batch. `fcos_targets_batched(..., pad_targets(targets), ...)` returns exactly what
+`fcos_targets(..., targets, ...)` returns (the tests compare them on random, empty, crowded and
+tied batches). FCOS pads once and hands the padded GT on (`fcos_out["gt"]`) to the mask branch.
 """
 
 from __future__ import annotations
@@ -29,34 +30,19 @@ class PaddedTargets:
     boxes: torch.Tensor  # [B, G, 4] xyxy, zeros in the padding
     labels: torch.Tensor  # [B, G] int64, 0 in the padding
     valid: torch.Tensor  # [B, G] bool, True for the real instances
-    masks: torch.Tensor | None = None  # [B, G, H, W], zero-padded to the largest H and W
 
 
-def pad_targets(targets: list[dict], with_masks: bool = False) -> PaddedTargets:
-    """Per image "boxes" [G_i, 4], "labels" [G_i] (and "masks" [G_i, H_i, W_i]) → one
-    `PaddedTargets`. Instance g of image b stays at [b, g]; padding goes after the last one.
-    G = max(1, max_i G_i): a batch without any instance keeps one padding slot, so that
-    reductions over G stay defined.
-
-    Masks are padded at the bottom/right to the batch's largest mask, as images are by
-    `pad_images`; when every image has the same size this is one `pad_sequence` call.
-    """
+def pad_targets(targets: list[dict]) -> PaddedTargets:
+    """Per image "boxes" [G_i, 4], "labels" [G_i] → one `PaddedTargets`: instance g of
+    image b stays at [b, g], padding goes after the last one. G = max(1, max_i G_i): a batch
+    without any instance keeps one padding slot, so that reductions over G stay defined."""
     boxes = pad_sequence([t["boxes"] for t in targets], batch_first=True)  # [B, G, 4]
     labels = pad_sequence([t["labels"] for t in targets], batch_first=True)  # [B, G]
     if boxes.shape[1] == 0:  # no instance in the batch: one padding slot
         boxes, labels = F.pad(boxes, (0, 0, 0, 1)), F.pad(labels, (0, 1))
     counts = torch.tensor([len(t["boxes"]) for t in targets], device=boxes.device)  # [B]
     valid = torch.arange(boxes.shape[1], device=boxes.device) < counts[:, None]  # [B, G]
-    masks = None
-    if with_masks:
-        per_image = [t["masks"] for t in targets]  # [G_i, H_i, W_i]
-        H = max(m.shape[-2] for m in per_image)
-        W = max(m.shape[-1] for m in per_image)
-        if any(m.shape[-2:] != (H, W) for m in per_image):  # sizes differ: pad each first
-            per_image = [F.pad(m, (0, W - m.shape[-1], 0, H - m.shape[-2])) for m in per_image]
-        masks = pad_sequence(per_image, batch_first=True)  # [B, G_max, H, W]
-        masks = F.pad(masks, (0, 0, 0, 0, 0, boxes.shape[1] - masks.shape[1]))  # [B, G, H, W]
-    return PaddedTargets(boxes=boxes, labels=labels.long(), valid=valid, masks=masks)
+    return PaddedTargets(boxes=boxes, labels=labels.long(), valid=valid)
 
 
 def assign_batch(
@@ -110,18 +96,18 @@ def assign_batch(
 def fcos_targets_batched(
     locations: torch.Tensor,  # [L, 2]
     level_of_location: torch.Tensor,  # [L]
-    targets: list[dict],  # per image: "boxes" [G_i, 4], "labels" [G_i]
+    gt: PaddedTargets,  # `pad_targets(targets)`: boxes [B, G, 4], labels [B, G], valid [B, G]
     strides,
     sizes_of_interest,
     radius: float,
 ) -> FCOSTargets:
-    """`fcos_targets` with one `assign_batch` call instead of one `assign_image` per image."""
+    """`fcos_targets(locations, level_of_location, targets, ...)` for `gt = pad_targets(targets)`,
+    with one `assign_batch` call instead of one `assign_image` per image."""
     ranges = torch.tensor(level_size_ranges(sizes_of_interest, len(strides)))  # [levels, 2]
     loc_range = ranges.to(locations.device)[level_of_location]  # [L, 2]
     loc_stride = torch.tensor(strides, dtype=torch.float32, device=locations.device)[
         level_of_location
     ]  # [L]
-    gt = pad_targets(targets)  # boxes [B, G, 4], labels [B, G], valid [B, G]
     labels, reg, gt_index = assign_batch(locations, loc_stride, loc_range, gt, radius)
     ctr = torch.where(labels > 0, centerness_target(reg), torch.zeros_like(reg[..., 0]))
     return FCOSTargets(labels=labels, reg=reg, gt_index=gt_index, centerness=ctr)

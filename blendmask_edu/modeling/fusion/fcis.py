@@ -107,7 +107,7 @@ class FCISBranch(MaskBranch):
         cfg = self.cfg
         bottom = self.bottom(features)
         score_maps = bottom["bases"]  # [B, k², H/4, W/4]
-        pos = positive_instances_batched(fcos_out, targets, self.bottom_cfg.max_instances_for_loss)
+        pos = positive_instances_batched(fcos_out, self.bottom_cfg.max_instances_for_loss)
         # The mask depends on the box alone: once per GT instance, weighted by the summed
         # centerness of its positives (= the blender's loss over all positives).
         inst = unique_instances(pos, pos["centerness"])

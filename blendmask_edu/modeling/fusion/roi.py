@@ -103,7 +103,7 @@ class RoIMaskHead(MaskBranch):
         return logits[torch.arange(len(labels), device=labels.device), labels - 1]
 
     def forward_train(self, features, fcos_out, targets) -> dict[str, torch.Tensor]:
-        pos = positive_instances_batched(fcos_out, targets, self.max_instances)
+        pos = positive_instances_batched(fcos_out, self.max_instances)
         # The mask depends on the box alone: once per GT instance, weighted by its number of
         # positives (= the mean over all positives).
         inst = unique_instances(pos, torch.ones_like(pos["centerness"]))

@@ -91,7 +91,7 @@ class YolactBranch(MaskBranch):
         return prototypes, coefficients, bottom
 
     def forward_train(self, features, fcos_out, targets) -> dict[str, torch.Tensor]:
-        pos = positive_instances_batched(fcos_out, targets, self.bottom_cfg.max_instances_for_loss)
+        pos = positive_instances_batched(fcos_out, self.bottom_cfg.max_instances_for_loss)
         prototypes, coefficients, bottom = self.prototypes_and_coefficients(
             features, fcos_out["box_tower"], pos["batch_index"], pos["loc_index"]
         )  # [B, k, h, w], [P, k]
