@@ -8,8 +8,9 @@ two are measured in alternation (ABAB...) so that a shared machine's load hits b
     blendmask-edu make-shapes /tmp/bt/shapes --num-images 64 --image-size 128 --seed 0
     python benchmarks/batched_targets.py /tmp/bt/shapes [--batch 16] [--steps 20]
 
-Prints, per mask branch: the median forward+backward time of a step, the median time of the
-target functions alone, and the number of Python function calls of one step (cProfile).
+Prints, per mask branch: the median forward+backward time of a step and of the target
+functions alone, and for one step (and its targets alone) the number of Python function calls
+(cProfile) and of ATen operators (on a GPU, about one kernel launch each).
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ import statistics
 import time
 
 import torch
+from torch.utils._python_dispatch import TorchDispatchMode
 
 from blendmask_edu.config import shapes_preset
 from blendmask_edu.data.coco import CocoInstances
@@ -84,6 +86,24 @@ def python_calls(fn) -> int:
     return pstats.Stats(profile).total_calls
 
 
+class CountOps(TorchDispatchMode):
+    """Counts the ATen operators run inside it (on a GPU, roughly one kernel launch each)."""
+
+    def __init__(self):
+        super().__init__()
+        self.count = 0
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        self.count += 1
+        return func(*args, **(kwargs or {}))
+
+
+def torch_ops(fn) -> int:
+    with CountOps() as counter:
+        fn()
+    return counter.count
+
+
 def targets_only(model, images, batch_targets):
     """The target functions of one step alone, as the step calls them."""
     with torch.no_grad():
@@ -125,14 +145,20 @@ def measure(branch: str, cfg, images, batch_targets, warmup: int, steps: int) ->
             if i >= warmup:
                 times[when].append(t)
                 target_times[when].append(t_targets)
+
+    def counts():  # Python calls (cProfile) and ATen ops, of a step and of its targets
+        return [f(g) for f in (python_calls, torch_ops) for g in (one_step, run_targets)]
+
     with per_image_targets(model, batch_targets):
-        calls = {"before": (python_calls(one_step), python_calls(run_targets))}
-    calls["after"] = (python_calls(one_step), python_calls(run_targets))
+        calls = {"before": counts()}
+    calls["after"] = counts()
     for when in ("before", "after"):
+        py_step, py_targets, ops_step, ops_targets = calls[when]
         print(
-            f"{branch:8s} {when:6s} step {1e3 * statistics.median(times[when]):7.1f} ms"
-            f"  targets alone {1e3 * statistics.median(target_times[when]):6.2f} ms"
-            f"  Python calls: step {calls[when][0]:6d}, targets alone {calls[when][1]:5d}"
+            f"{branch:8s} {when:6s} step {1e3 * statistics.median(times[when]):6.1f} ms"
+            f" (targets alone {1e3 * statistics.median(target_times[when]):5.2f} ms);"
+            f" Python calls {py_step:6d} ({py_targets:5d});"
+            f" ATen ops {ops_step:5d} ({ops_targets:4d})"
         )
 
 

@@ -16,12 +16,13 @@ from blendmask_edu.modeling.fcos.targets_batched import (
     assign_batch,
     fcos_targets_batched,
     pad_targets,
+    to_slots,
 )
 from blendmask_edu.modeling.mask_branch import mask_targets, positive_instances
 from blendmask_edu.modeling.targets_batched import (
     crop_masks,
     mask_targets_batched,
-    pad_masks,
+    one_size_masks,
     positive_instances_batched,
     semantic_targets_batched,
 )
@@ -102,16 +103,19 @@ def test_pad_targets_by_hand():
     b = {"boxes": torch.zeros(0, 4), "labels": torch.zeros(0, dtype=torch.long)}
     b["masks"] = torch.zeros(0, 4, 2, dtype=torch.uint8)
     c = {"boxes": torch.tensor([[0.0, 0, 1, 1], [2, 2, 3, 3]]), "labels": torch.tensor([1, 2])}
-    c["masks"] = torch.ones(2, 2, 3, dtype=torch.uint8)
+    c["masks"] = torch.ones(2, 4, 3, dtype=torch.uint8)
     gt = pad_targets([a, b, c])
     assert gt.boxes.shape == (3, 2, 4)  # G = 2
     assert gt.valid.tolist() == [[True, False], [False, False], [True, True]]
     assert gt.labels.tolist() == [[5, 0], [0, 0], [1, 2]]
     assert torch.equal(gt.boxes[0, 0], a["boxes"][0]) and (gt.boxes[0, 1] == 0).all()
-    masks = pad_masks([a["masks"], b["masks"], c["masks"]], G=3)
-    assert masks.shape == (3, 3, 4, 3)  # H = 4, W = 3 (the largest), one slot more than needed
+    same_size = one_size_masks([a, b, c])  # H = 4, W = 3: the largest of each
+    assert [tuple(m.shape) for m in same_size] == [(1, 4, 3), (0, 4, 3), (2, 4, 3)]
+    assert same_size[2] is c["masks"]  # already the right size: left as it is
+    masks = to_slots(torch.cat(same_size), gt.valid)  # [B, G, H, W]
+    assert masks.shape == (3, 2, 4, 3)
     assert masks[0, 0, :2].all() and not masks[0, 0, 2:].any()  # padded at the bottom
-    assert not masks[0, 1:].any() and not masks[1].any() and masks[2, :2, :2].all()
+    assert not masks[0, 1].any() and not masks[1].any() and masks[2].all()
 
 
 def test_pad_targets_all_empty_keeps_one_padding_slot():

@@ -6,9 +6,9 @@
 
 Each returns the same tensors as its reference (the tests check they are equal on random,
 empty, crowded and mixed-size batches); the training step uses these, the notebooks read the
-references. The GT is padded to [B, G] (`pad_targets` in fcos/targets_batched.py, `pad_masks`
-below), so the work is a few tensor operations whatever the batch size; positive instances
-read the padded GT that FCOS returns instead of the list of targets.
+references. The GT is padded to [B, G] (`pad_targets`, `to_slots` in fcos/targets_batched.py),
+so the work is a few tensor operations whatever the batch size; positive instances read the
+padded GT that FCOS returns instead of the list of targets.
 """
 
 from __future__ import annotations
@@ -17,22 +17,21 @@ import itertools
 
 import torch
 from torch.nn import functional as F
-from torch.nn.utils.rnn import pad_sequence
 from torchvision.ops import roi_align
 
-from .fcos.targets_batched import pad_targets
+from ..data.batching import pad_masks
+from .fcos.targets_batched import pad_targets, to_slots
 
 
-def pad_masks(masks: list[torch.Tensor], G: int) -> torch.Tensor:
-    """Per image [G_i, H_i, W_i] → [B, G, H, W], zero-padded after the last instance and at the
-    bottom/right up to the largest H and W (as `pad_images` pads images). When every image has
-    the same size this is one `pad_sequence` call."""
-    H = max(m.shape[-2] for m in masks)
-    W = max(m.shape[-1] for m in masks)
-    if any(m.shape[-2:] != (H, W) for m in masks):  # sizes differ: pad each image first
-        masks = [F.pad(m, (0, W - m.shape[-1], 0, H - m.shape[-2])) for m in masks]
-    out = pad_sequence(masks, batch_first=True)  # [B, max_i G_i, H, W]
-    return F.pad(out, (0, 0, 0, 0, 0, G - out.shape[1]))  # [B, G, H, W]
+def one_size_masks(targets: list[dict]) -> list[torch.Tensor]:
+    """Each image's masks [G_i, H_i, W_i], zero-padded at the bottom/right to the batch's
+    largest H and W (as `pad_images` pads the images); untouched when all sizes agree."""
+    H = max(t["masks"].shape[-2] for t in targets)
+    W = max(t["masks"].shape[-1] for t in targets)
+    return [
+        t["masks"] if t["masks"].shape[-2:] == (H, W) else pad_masks(t["masks"], (H, W))
+        for t in targets
+    ]
 
 
 def semantic_targets_batched(
@@ -41,16 +40,17 @@ def semantic_targets_batched(
     """`semantic_targets` without loops → [B, h, w] int64: each cell takes the label of the
     last instance whose mask covers the cell's centre pixel, 0 where none (and in padding)."""
     h, w = size
-    labels = pad_targets(targets).labels  # [B, G], 0 in the padding
-    B, G = labels.shape
-    # Read the masks at the cell centres (stride·i + stride/2) before padding: fewer pixels.
-    centres = [t["masks"][:, stride // 2 :: stride, stride // 2 :: stride] for t in targets]
-    masks = pad_masks(centres, G)[:, :, :h, :w].bool()  # [B, G, ≤h, ≤w]
-    masks = F.pad(masks, (0, w - masks.shape[-1], 0, h - masks.shape[-2]))  # [B, G, h, w]
+    gt = pad_targets(targets)  # labels [B, G] (0 in the padding), valid [B, G]
+    B, G = gt.labels.shape
+    masks = torch.cat(one_size_masks(targets))  # [ΣG, H, W]
+    # Read the masks at the cell centres (stride·i + stride/2), as the reference does.
+    centres = masks[:, stride // 2 :: stride, stride // 2 :: stride][:, :h, :w]  # [ΣG, ≤h, ≤w]
+    centres = to_slots(centres.bool().contiguous(), gt.valid)  # [B, G, ≤h, ≤w]
+    centres = F.pad(centres, (0, w - centres.shape[-1], 0, h - centres.shape[-2]))  # [B, G, h, w]
     # 1 + the index of the last (topmost) instance covering each cell, 0 where none does.
     order = torch.arange(1, G + 1, device=masks.device).view(1, G, 1, 1)  # [1, G, 1, 1]
-    top = torch.where(masks, order, torch.zeros_like(order)).amax(dim=1)  # [B, h, w]
-    labels = F.pad(labels, (1, 0))  # [B, 1 + G], column 0 = background
+    top = torch.where(centres, order, torch.zeros_like(order)).amax(dim=1)  # [B, h, w]
+    labels = F.pad(gt.labels, (1, 0))  # [B, 1 + G], column 0 = background
     return labels.gather(1, top.flatten(1)).view(B, h, w)  # [B, h, w]
 
 

@@ -17,8 +17,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
-from torch.nn import functional as F
-from torch.nn.utils.rnn import pad_sequence
 
 from .targets import FCOSTargets, centerness_target, level_size_ranges
 
@@ -32,17 +30,26 @@ class PaddedTargets:
     valid: torch.Tensor  # [B, G] bool, True for the real instances
 
 
+def to_slots(flat: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
+    """The instances of a batch in order, [ΣG, ...] (image 0's, then image 1's, ...) →
+    [B, G, ...] with instance g of image b at [b, g] and zeros in the padding. `valid` [B, G]
+    marks the real slots; `masked_scatter_` fills them in order (one call for the batch)."""
+    out = flat.new_zeros((*valid.shape, *flat.shape[1:]))  # [B, G, ...]
+    mask = valid.view(*valid.shape, *[1] * (flat.dim() - 1)).expand_as(out)
+    return out.masked_scatter_(mask, flat)
+
+
 def pad_targets(targets: list[dict]) -> PaddedTargets:
     """Per image "boxes" [G_i, 4], "labels" [G_i] → one `PaddedTargets`: instance g of
     image b stays at [b, g], padding goes after the last one. G = max(1, max_i G_i): a batch
     without any instance keeps one padding slot, so that reductions over G stay defined."""
-    boxes = pad_sequence([t["boxes"] for t in targets], batch_first=True)  # [B, G, 4]
-    labels = pad_sequence([t["labels"] for t in targets], batch_first=True)  # [B, G]
-    if boxes.shape[1] == 0:  # no instance in the batch: one padding slot
-        boxes, labels = F.pad(boxes, (0, 0, 0, 1)), F.pad(labels, (0, 1))
-    counts = torch.tensor([len(t["boxes"]) for t in targets], device=boxes.device)  # [B]
-    valid = torch.arange(boxes.shape[1], device=boxes.device) < counts[:, None]  # [B, G]
-    return PaddedTargets(boxes=boxes, labels=labels.long(), valid=valid)
+    counts = [len(t["boxes"]) for t in targets]
+    device = targets[0]["boxes"].device
+    G = max(1, *counts)
+    valid = torch.arange(G, device=device) < torch.tensor(counts, device=device)[:, None]
+    boxes = to_slots(torch.cat([t["boxes"] for t in targets]), valid)  # [B, G, 4]
+    labels = to_slots(torch.cat([t["labels"] for t in targets]).long(), valid)  # [B, G]
+    return PaddedTargets(boxes=boxes, labels=labels, valid=valid)
 
 
 def assign_batch(
