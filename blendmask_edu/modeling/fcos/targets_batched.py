@@ -63,6 +63,8 @@ def assign_batch(
 
     The same three rules as `assign_image` (center sampling, the level's size range, the
     smallest box wins), on [B, L, G] instead of [L, G]; padding boxes are never candidates.
+    Memory: B·L·G·4 distances (under 1 MB for the shapes preset's batch of 16 at 128 px,
+    about 16 × 20k × 50 × 16 B = 256 MB for 16 COCO images at 800 px).
     """
     B, G = gt.valid.shape
     L = locations.shape[0]
