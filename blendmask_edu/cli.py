@@ -4,6 +4,8 @@ blendmask-edu make-shapes OUT_DIR --num-images N --image-size S --seed K
 blendmask-edu train --preset NAME --train DATA --val DATA --output-dir RUN [...]
 blendmask-edu evaluate --checkpoint CKPT --data DATA [--output JSON]
 blendmask-edu predict --checkpoint CKPT IMAGE... --output-dir D
+blendmask-edu check-data DATA [--overlays OUT_DIR] [--num N]
+blendmask-edu import-labelme SRC_DIR OUT_DIR [--labels a,b,c]
 blendmask-edu demo [--output-dir runs/demo]
 """
 
@@ -80,6 +82,47 @@ def cmd_predict(args) -> None:
     predict_images(args.checkpoint, args.images, args.output_dir, args.device, args.score_thresh)
 
 
+def cmd_check_data(args) -> int:
+    from .data.check_data import check_dataset, format_report
+
+    report = check_dataset(args.data)
+    print(format_report(report))
+    if args.overlays:
+        from .data.coco import load_coco_json
+        from .viz.gt_overlay import save_gt_overlays
+
+        with_problems = [p.image_id for p in report.problems if p.image_id is not None]
+        paths = save_gt_overlays(
+            load_coco_json(report.json_path),
+            report.json_path,
+            report.image_root,
+            args.overlays,
+            args.num,
+            with_problems,
+        )
+        print(f"wrote {len(paths)} ground-truth overlays to {args.overlays}")
+    return 1 if report.errors else 0
+
+
+def cmd_import_labelme(args) -> None:
+    from .data.labelme import import_labelme
+
+    labels = None
+    if args.labels:
+        path = Path(args.labels)
+        text = path.read_text() if path.is_file() else args.labels.replace(",", "\n")
+        labels = [line.strip() for line in text.splitlines() if line.strip()]
+    report = import_labelme(args.src_dir, args.out_dir, labels)
+    for note in report.skipped:
+        print(f"warning: {note}")
+    names = ", ".join(f"{c['id']} {c['name']}" for c in report.categories)
+    print(
+        f"wrote {report.json_path}: {report.num_images} images, {report.num_instances} "
+        f"instances, categories {names}; {len(report.skipped)} shapes/files skipped"
+    )
+    print(f"next: blendmask-edu check-data {args.out_dir} --overlays {args.out_dir}/overlays")
+
+
 def cmd_demo(args) -> None:
     from .demo import run_demo
 
@@ -136,6 +179,22 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
     s.set_defaults(func=cmd_predict)
 
+    s = sub.add_parser("check-data", help="every problem of a COCO set at once, and statistics")
+    s.add_argument("data", help="DIR (DIR/annotations.json) or a COCO JSON")
+    s.add_argument("--overlays", default=None, help="folder for ground-truth overlay PNGs")
+    s.add_argument(
+        "--num", type=int, default=8, help="number of overlays (images with problems first)"
+    )
+    s.set_defaults(func=cmd_check_data)
+
+    s = sub.add_parser("import-labelme", help="labelme JSON files → a COCO instances set")
+    s.add_argument("src_dir")
+    s.add_argument("out_dir", help="new folder: OUT_DIR/annotations.json + OUT_DIR/images/")
+    s.add_argument(
+        "--labels", default=None, help="category order: 'a,b,c' or a file, one name a line"
+    )
+    s.set_defaults(func=cmd_import_labelme)
+
     s = sub.add_parser("demo", help="shapes data → train BlendMask → COCO AP → pictures")
     s.add_argument("--output-dir", default="runs/demo")
     s.add_argument("--time-budget-min", type=float, default=None)
@@ -147,14 +206,14 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        args.func(args)
+        code = args.func(args)  # None or an exit code (check-data: 1 when it found errors)
     except (ValueError, OSError, RuntimeError) as err:  # bad data, files, NaN loss, offline...
         if os.environ.get("BLENDMASK_EDU_DEBUG"):
             raise
         print(f"error: {err}", file=sys.stderr)
         print("(set BLENDMASK_EDU_DEBUG=1 for the full traceback)", file=sys.stderr)
         return 1
-    return 0
+    return code or 0
 
 
 if __name__ == "__main__":

@@ -47,11 +47,11 @@ def resolve_dataset(path: str | Path) -> tuple[Path, Path]:
     means a COCO file whose `file_name`s resolve relative to the JSON's folder or its
     `images/` subfolder, whichever holds the first image.
     """
-    json_path = _json_path(path)
+    json_path = annotation_path(path)
     return json_path, _image_root(json_path, load_coco_json(json_path), Path(path).is_dir())
 
 
-def _json_path(path: str | Path) -> Path:
+def annotation_path(path: str | Path) -> Path:
     path = Path(path)
     if path.is_dir():
         path = path / "annotations.json"
@@ -60,10 +60,15 @@ def _json_path(path: str | Path) -> Path:
     return path
 
 
+def image_root_candidates(json_path: Path, is_dir: bool) -> list[Path]:
+    """The folders `file_name`s may be relative to, in the order they are tried."""
+    folder = json_path.parent
+    return [folder / "images"] if is_dir else [folder, folder / "images"]
+
+
 def _image_root(json_path: Path, data: dict, is_dir: bool) -> Path:
     """Pick the folder the `file_name`s are relative to, by looking for the first image."""
-    folder = json_path.parent
-    candidates = [folder / "images"] if is_dir else [folder, folder / "images"]
+    candidates = image_root_candidates(json_path, is_dir)
     if not data["images"]:
         return candidates[-1]
     file_name = data["images"][0]["file_name"]
@@ -113,7 +118,7 @@ class CocoInstances(torch.utils.data.Dataset):
     """
 
     def __init__(self, path: str | Path, transforms=None, validate: bool = True):
-        self.json_path = _json_path(path)
+        self.json_path = annotation_path(path)
         data = load_coco_json(self.json_path)
         if validate:
             validate_coco(data, self.json_path)
