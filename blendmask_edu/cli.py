@@ -2,10 +2,12 @@
 
 blendmask-edu make-shapes OUT_DIR --num-images N --image-size S --seed K
 blendmask-edu train --preset NAME --train DATA --val DATA --output-dir RUN [...]
-blendmask-edu evaluate --checkpoint CKPT --data DATA [--output JSON]
+blendmask-edu evaluate (--checkpoint CKPT | --predictions JSON) --data DATA [--output JSON]
+                       [--per-category]
 blendmask-edu predict --checkpoint CKPT IMAGE... --output-dir D
 blendmask-edu check-data DATA [--overlays OUT_DIR] [--num N]
 blendmask-edu import-labelme SRC_DIR OUT_DIR [--labels a,b,c]
+blendmask-edu plot RUN_DIR
 blendmask-edu demo [--output-dir runs/demo]
 """
 
@@ -64,14 +66,19 @@ def cmd_evaluate(args) -> None:
     from .data.coco import CocoInstances
     from .data.transforms import build_transforms
     from .engine.checkpoint import model_from_checkpoint
-    from .engine.evaluate import evaluate_model
+    from .engine.evaluate import evaluate_model, evaluate_predictions_file
     from .engine.trainer import resolve_device
 
-    device = resolve_device(args.device)
-    model, cfg, _ = model_from_checkpoint(args.checkpoint, device)
-    dataset = CocoInstances(args.data, build_transforms(cfg.data, train=False))
-    results = evaluate_model(model, dataset, device)
+    if args.predictions:
+        results = evaluate_predictions_file(args.predictions, CocoInstances(args.data))
+    else:
+        device = resolve_device(args.device)
+        model, cfg, _ = model_from_checkpoint(args.checkpoint, device)
+        dataset = CocoInstances(args.data, build_transforms(cfg.data, train=False))
+        results = evaluate_model(model, dataset, device)
     print_metrics(results)
+    if args.per_category:
+        print(per_category_table(results["per_category"]))
     if args.output:
         Path(args.output).write_text(json.dumps(results, indent=2) + "\n")
 
@@ -123,6 +130,12 @@ def cmd_import_labelme(args) -> None:
     print(f"next: blendmask-edu check-data {args.out_dir} --overlays {args.out_dir}/overlays")
 
 
+def cmd_plot(args) -> None:
+    from .viz.curves import save_curves
+
+    print(f"wrote {save_curves(args.run_dir)}")
+
+
 def cmd_demo(args) -> None:
     from .demo import run_demo
 
@@ -130,9 +143,25 @@ def cmd_demo(args) -> None:
 
 
 def print_metrics(results: dict) -> None:
-    for kind, metrics in results.items():
-        numbers = "  ".join(f"{k} {v:.3f}" for k, v in metrics.items())
-        print(f"{kind:5s} {numbers}")
+    for kind in ("bbox", "segm"):
+        if kind in results:
+            numbers = "  ".join(f"{k} {v:.3f}" for k, v in results[kind].items())
+            print(f"{kind:5s} {numbers}")
+
+
+def per_category_table(per_category: dict) -> str:
+    """One row per category: GT instances, then AP, AP50, APs, APm, APl per IoU type."""
+    kinds = [k for k in ("bbox", "segm") if any(k in row for row in per_category.values())]
+    metrics = ("AP", "AP50", "APs", "APm", "APl")
+    width = max([len(name) for name in per_category] + [8])
+    head = f"{'category':{width}s} {'GT':>5s}" + "".join(
+        f"  {kind + ' ' + m:>9s}" for kind in kinds for m in metrics
+    )
+    rows = [head, "-" * len(head)]
+    for name, row in per_category.items():
+        numbers = "".join(f"  {row[kind][m]:9.3f}" for kind in kinds for m in metrics)
+        rows.append(f"{name:{width}s} {row['instances']:5d}{numbers}")
+    return "\n".join(rows) + "\n(-1: no ground truth of that category in that size range)"
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -164,10 +193,13 @@ def build_parser() -> argparse.ArgumentParser:
     w.add_argument("--no-pretrained", action="store_true", help="train the backbone from scratch")
     s.set_defaults(func=cmd_train)
 
-    s = sub.add_parser("evaluate", help="COCO AP of a checkpoint on a dataset")
-    s.add_argument("--checkpoint", required=True)
+    s = sub.add_parser("evaluate", help="COCO AP of a checkpoint (or a results file) on data")
+    w = s.add_mutually_exclusive_group(required=True)
+    w.add_argument("--checkpoint")
+    w.add_argument("--predictions", help="a COCO results JSON (e.g. predict's) to score")
     s.add_argument("--data", required=True)
     s.add_argument("--output", default=None)
+    s.add_argument("--per-category", action="store_true", help="print AP per category")
     s.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
     s.set_defaults(func=cmd_evaluate)
 
@@ -194,6 +226,10 @@ def build_parser() -> argparse.ArgumentParser:
         "--labels", default=None, help="category order: 'a,b,c' or a file, one name a line"
     )
     s.set_defaults(func=cmd_import_labelme)
+
+    s = sub.add_parser("plot", help="RUN_DIR/curves.png: train/val losses, lr, AP")
+    s.add_argument("run_dir")
+    s.set_defaults(func=cmd_plot)
 
     s = sub.add_parser("demo", help="shapes data → train BlendMask → COCO AP → pictures")
     s.add_argument("--output-dir", default="runs/demo")
