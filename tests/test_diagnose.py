@@ -90,6 +90,9 @@ def test_results_cut_at_a_high_threshold(real_coco):
     entries = [dict(e, score=0.93) for e in _perfect(dataset)["bbox"][:2]]  # 2 of 8 objects
     assert _checks(dataset, entries) == ["score_threshold"]
     assert _checks(dataset, []) == ["no_detections"]
+    # At the usual threshold, no detections is an untrained model, not a threshold to lower.
+    (finding,) = diagnose(dataset.coco, [], score_thresh=0.05)
+    assert finding.check == "no_detections" and "sure of nothing" in finding.message
 
 
 # --- the other checks ------------------------------------------------------------------

@@ -43,7 +43,8 @@ def _labelme(path, shapes, image_path, width, height, image_data=None) -> None:
 
 @pytest.fixture
 def labelme_dir(tmp_path):
-    """Three labelme files: a referenced JPEG, an embedded PNG, an EXIF-rotated JPEG."""
+    """Three labelme files: a referenced JPEG, an embedded PNG, an EXIF-rotated JPEG referenced
+    with a Windows path."""
     rng = np.random.default_rng(0)
     src = tmp_path / "labelme"
     (src / "more").mkdir(parents=True)
@@ -71,12 +72,14 @@ def labelme_dir(tmp_path):
     _labelme(src / "more" / "b.json", parts, "gone/b.png", 72, 96, image_data=data)
     exif = Image.Exif()
     exif[0x0112] = 6  # shown rotated by 90°: the stored 64×48 appears 48 wide, 64 high
+    (src / "pics").mkdir()
     Image.fromarray(rng.integers(0, 256, (48, 64, 3), dtype=np.uint8)).save(
-        src / "c.jpg", exif=exif
+        src / "pics" / "c.jpg", exif=exif
     )
+    rectangle = [_shape("cat", [[5.0, 5.0], [40.0, 60.0]], "rectangle")]
     _labelme(
-        src / "c.json", [_shape("cat", [[5.0, 5.0], [40.0, 60.0]], "rectangle")], "c.jpg", 48, 64
-    )
+        src / "c.json", rectangle, "pics\\c.jpg", 48, 64
+    )  # a path as labelme writes on Windows
     return src
 
 

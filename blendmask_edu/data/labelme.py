@@ -124,8 +124,9 @@ def _image_source(json_path: Path, record: dict) -> tuple[Path | bytes, tuple[in
     imagePath's file is preferred (its original bytes); imageData (base64) when the file is
     not there. An image with an EXIF rotation is stored turned upright, as labelme shows it.
     """
-    path = json_path.parent / str(record.get("imagePath") or "")
-    if record.get("imagePath") and path.is_file():
+    relative = str(record.get("imagePath") or "").replace("\\", "/")  # labelme on Windows
+    path = json_path.parent / relative
+    if relative and path.is_file():
         data = path.read_bytes()
     elif record.get("imageData"):
         data = base64.b64decode(record["imageData"], validate=True)

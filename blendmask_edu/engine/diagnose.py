@@ -36,12 +36,18 @@ class Finding:
 def diagnose(coco_gt: COCO, results: list[dict], score_thresh: float | None = None) -> list:
     """The findings that explain a near-zero AP, most specific first ([] when none fires)."""
     if not results:
-        if score_thresh is not None:
+        if score_thresh is not None and score_thresh > 0.05:
             msg = (
                 f"no detections scored above the score threshold {score_thresh:g}: lower it "
                 "(FCOSConfig.score_thresh, or predict --score-thresh; COCO AP wants 0.05)"
             )
             return [Finding("score_threshold", msg)]
+        if score_thresh is not None:
+            msg = (
+                f"no detections scored above {score_thresh:g}: the model is sure of nothing "
+                "yet (too few iterations, or a learning-rate problem: plot the curves)"
+            )
+            return [Finding("no_detections", msg)]
         msg = "no detections at all (was the file written with a high --score-thresh?)"
         return [Finding("no_detections", msg)]
     findings = _score_cut(coco_gt, results, score_thresh)
