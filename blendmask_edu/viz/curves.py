@@ -54,7 +54,8 @@ def plot_curves(run_dir: str | Path):
     val = [r for r in evals if r.get("val")]
     val_iters = [r["iter"] for r in val]
 
-    _train_line(ax_loss, iters, [r["loss"] for r in train], window, "black", "train")
+    label = f"train (mean of {window})" if window > 1 else "train"
+    _train_line(ax_loss, iters, [r["loss"] for r in train], window, "black", label)
     if val:
         ax_loss.plot(
             val_iters, [r["val"]["loss"] for r in val], "o--", color="tab:red", label="val"
@@ -83,6 +84,9 @@ def plot_curves(run_dir: str | Path):
     if not val:
         ax_loss.text(0.5, 0.9, "no validation losses in this run", transform=ax_loss.transAxes,
                      ha="center", color="gray")  # fmt: skip
+    last = max(iters + [r["iter"] for r in evals], default=1)
+    for ax in axes.flat:  # one iteration axis for the four panels
+        ax.set_xlim(0, last * 1.02)
     fig.suptitle(f"{Path(run_dir).resolve().name}: {len(train)} logged iterations, "
                  f"{len(evals)} evaluations")  # fmt: skip
     fig.tight_layout()
