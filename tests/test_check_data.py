@@ -155,3 +155,19 @@ def test_overlays_draw_problem_images_first(real_coco, tmp_path, capsys):
     # noise elsewhere stays grey on average.
     inside, outside = pixels[60:120, 30:90].mean((0, 1)), pixels[0:30, 115:125].mean((0, 1))
     assert inside[2] - inside[0] > 0.15 and abs(outside[2] - outside[0]) < 0.1
+
+
+def test_malformed_entries_are_reported_not_crashed_on(real_coco):
+    data = _load(real_coco)
+    data["annotations"][0]["id"] = [101]  # unhashable ids and references
+    data["annotations"][1]["image_id"] = [10]
+    data["annotations"][2]["category_id"] = {"id": 9}
+    data["annotations"].append("not an annotation")
+    _save(real_coco, data)
+    fields = [p.field for p in check_dataset(real_coco).errors]
+    assert fields == [
+        "annotations[0].id",
+        "annotations[1] (id 102).image_id",
+        "annotations[2] (id 103).category_id",
+        "annotations[9].id",
+    ]

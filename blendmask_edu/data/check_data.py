@@ -76,6 +76,11 @@ def _valid_images(data: dict) -> dict[int, tuple[int, dict]]:
     return images
 
 
+def _on_valid_image(ann, images: dict) -> bool:
+    image_id = ann.get("image_id") if isinstance(ann, dict) else None
+    return isinstance(image_id, int) and image_id in images
+
+
 def file_problems(data: dict, json_path: Path, image_root: Path) -> list[Problem]:
     """Open every image and decode every mask that the JSON checks let through."""
     problems = []
@@ -85,7 +90,7 @@ def file_problems(data: dict, json_path: Path, image_root: Path) -> list[Problem
         if problem:
             problems.append(problem)
     for i, ann in enumerate(data["annotations"]):
-        if not isinstance(ann, dict) or ann.get("image_id") not in images:
+        if not _on_valid_image(ann, images):
             continue
         info = images[ann["image_id"]][1]
         if segmentation_problem(ann.get("segmentation"), info["height"], info["width"]):
@@ -117,13 +122,14 @@ def dataset_statistics(data: dict) -> dict:
     sizes = Counter()
     crowd, crowd_images = 0, set()
     for ann in data["annotations"]:
-        if not isinstance(ann, dict) or ann.get("image_id") not in images:
+        if not _on_valid_image(ann, images):
             continue
         if ann.get("iscrowd", 0):
             crowd += 1
             crowd_images.add(ann["image_id"])
             continue
-        per_category[ann.get("category_id")] += 1
+        cat_id = ann.get("category_id")
+        per_category[cat_id if isinstance(cat_id, int) else repr(cat_id)] += 1
         per_image[ann["image_id"]] += 1
         sizes[_size_name(ann)] += 1
     counts = [per_image[i] for i in images]

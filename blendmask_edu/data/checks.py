@@ -96,22 +96,23 @@ def json_problems(data: dict, json_path: Path) -> Iterator[Problem]:
             images[img["id"]] = (i, img)
     ann_ids, used_cats = set(), set()
     for i, ann in enumerate(data["annotations"]):
-        if not isinstance(ann, dict) or "id" not in ann:
-            yield Problem(file, f"annotations[{i}].id", "missing")
+        if not isinstance(ann, dict) or not isinstance(ann.get("id"), int):
+            yield Problem(file, f"annotations[{i}].id", "missing or not an integer")
             continue
         if ann["id"] in ann_ids:
             yield Problem(file, f"annotations[{i}].id", f"duplicate annotation id {ann['id']}")
         ann_ids.add(ann["id"])
         where = f"annotations[{i}] (id {ann['id']})"
         image_id, cat_id = ann.get("image_id"), ann.get("category_id")
-        if cat_id not in cat_ids:
+        image_id = image_id if isinstance(image_id, int) else repr(image_id)  # hashable
+        if not isinstance(cat_id, int) or cat_id not in cat_ids:
             msg = f"{cat_id!r} is not in categories {sorted(cat_ids)}"
             yield Problem(file, f"{where}.category_id", msg, image_id=image_id)
         elif not ann.get("iscrowd", 0):
             used_cats.add(cat_id)
         if image_id not in images:
             known = "is not an image id" if image_id not in seen_images else "has no valid size"
-            yield Problem(file, f"{where}.image_id", f"{image_id!r} {known}")
+            yield Problem(file, f"{where}.image_id", f"{image_id} {known}")
             continue
         height, width = images[image_id][1]["height"], images[image_id][1]["width"]
         problem = bbox_problem(ann.get("bbox"), height, width)
