@@ -244,7 +244,9 @@ def test_corrupt_image_fails_when_read(tiny_coco):
 def test_image_size_mismatch_fails_when_read(tiny_coco):
     dataset = CocoInstances(tiny_coco.root)
     Image.new("RGB", (24, 20)).save(tiny_coco.root / "images/c.png")  # JSON says 24x24
-    with pytest.raises(DatasetError, match=r"c\.png.*image id 5.*20x24.*images\[2\]"):
+    with pytest.raises(
+        DatasetError, match=r"c\.png: images\[2\]\.height/width \(image id 5\).*20x24"
+    ):
         _item(dataset, 5)
 
 

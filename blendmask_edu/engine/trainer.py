@@ -5,8 +5,11 @@
         losses = model(images, targets)          # dict of loss terms (autocast on CUDA)
         check every term is finite               # else stop, the last checkpoint untouched
         backward (GradScaler on CUDA) → clip → optimizer.step → scheduler.step
-        log metrics.jsonl / checkpoint_last.pt (atomic) / periodic COCO evaluation
-    final COCO evaluation → eval.json
+        log metrics.jsonl / checkpoint_last.pt (atomic) / periodic evaluation
+    final evaluation → eval.json
+
+An evaluation logs the validation losses (the training loss terms on the val set, model in
+eval mode, no gradients) next to the COCO AP; `blendmask-edu plot RUN` draws both.
 
 Stops at `max_iters` or at the time budget: with `time_budget_min`, the loop measures its own
 speed and fixes the total number of iterations (and so the cosine schedule) to fit the budget.
@@ -28,14 +31,16 @@ from tqdm.auto import tqdm
 
 from .. import distributed as dist
 from ..config import Config
-from ..data.batching import collate
+from ..data.batching import collate, move_targets
 from ..data.coco import CocoInstances
 from ..data.transforms import build_transforms
 from ..modeling.segmenter import InstanceSegmenter
+from .box_sizes import check_box_sizes
 from .checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from .evaluate import evaluate_model
 from .sampler import InfiniteBatchSampler, SeededAugmentation
 from .schedule import build_optimizer, build_scheduler
+from .val_loss import validation_losses
 
 CHECKPOINT = "checkpoint_last.pt"
 
@@ -52,10 +57,6 @@ def resolve_device(name: str) -> torch.device:
     if name not in ("cpu", "cuda"):
         raise ValueError(f"train.device: {name!r} is not one of auto, cpu, cuda")
     return torch.device(name)
-
-
-def move_targets(targets: list[dict], device) -> list[dict]:
-    return [{k: v.to(device) if torch.is_tensor(v) else v for k, v in t.items()} for t in targets]
 
 
 @contextlib.contextmanager
@@ -98,6 +99,9 @@ class Trainer:
                 f"model.fcos.num_classes set from {cfg.model.fcos.num_classes}"
             )
             cfg.model.fcos.num_classes = len(self.categories)
+        if dist.is_main_process():  # do the objects' sizes fit the FPN levels?
+            for warning in check_box_sizes(self.train_set, cfg.data, cfg.model.fcos):
+                print(f"warning: {warning}")
         torch.manual_seed(cfg.train.seed)
         self.model = (model or InstanceSegmenter(cfg.model)).to(self.device)
         self.optimizer = build_optimizer(self.model, cfg.optim)
@@ -274,13 +278,22 @@ class Trainer:
         return self.evaluate(it, final=True)
 
     def evaluate(self, it: int, final: bool = False) -> dict:
-        if self.val_set is None or not dist.is_main_process():
+        """Validation losses and COCO AP → one metrics.jsonl record {"iter", "val", "eval"}."""
+        if self.val_set is None:
             dist.barrier()
             return {}
-        results = evaluate_model(self.model, self.val_set, self.device, progress=self.progress)
+        # Every process computes the validation losses on the whole val set: their loss
+        # normalisers are averaged across processes (all_reduce), so all must take part.
+        val_losses = validation_losses(self.model, self.val_set, self.device)
+        if not dist.is_main_process():
+            dist.barrier()
+            return {}
+        results = evaluate_model(
+            self.model, self.val_set, self.device, progress=self.progress, diagnose=final
+        )
         if final:
             (self.out / "eval.json").write_text(json.dumps(results, indent=2) + "\n")
-        self.log({"iter": it, "eval": results})
+        self.log({"iter": it, "val": val_losses, "eval": results})
         dist.barrier()
         return results
 
