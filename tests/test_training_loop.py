@@ -33,10 +33,10 @@ def test_resume_after_kill_matches_uninterrupted_run(shapes_small, tmp_path, mon
     # Kill the second run inside iteration 5 (after the checkpoint written at iteration 3).
     original_step = Trainer.step
 
-    def step_then_die(self, images, targets, it):
-        if it == 4:
+    def step_then_die(self, images, targets):
+        if self.scheduler.last_epoch == 4:  # the number of steps taken so far = the iteration
             raise Killed
-        return original_step(self, images, targets, it)
+        return original_step(self, images, targets)
 
     monkeypatch.setattr(Trainer, "step", step_then_die)
     with pytest.raises(Killed):

@@ -117,7 +117,12 @@ class CocoInstances(torch.utils.data.Dataset):
     out of the targets (COCOeval still uses them, through `self.coco`, as ignore regions).
     """
 
-    def __init__(self, path: str | Path, transforms=None, validate: bool = True):
+    def __init__(
+        self, path: str | Path, transforms=None, validate: bool = True, cache: bool = False
+    ):
+        """`cache=True` keeps every image and target decoded in RAM (uint8) after its first
+        read, so PNG and RLE decoding happen once per run, not once per epoch; see
+        `decoded_bytes` and `decode_all`."""
         self.json_path = annotation_path(path)
         data = load_coco_json(self.json_path)
         if validate:
@@ -142,28 +147,61 @@ class CocoInstances(torch.utils.data.Dataset):
         self.class_names = [c["name"] for c in self.categories]  # index = label − 1
         self.image_ids = [img["id"] for img in data["images"]]
         self.transforms = transforms
+        self.cache = cache
+        self._decoded: dict[int, tuple[torch.Tensor, dict]] = {}  # image id → (uint8, target)
 
     def __len__(self) -> int:
         return len(self.image_ids)
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, dict]:
         image_id = self.image_ids[index]
-        image = self.load_image(image_id)  # [3, H, W]
-        target = self.load_target(image_id)
+        if self.cache:
+            pixels, target = self.decoded(image_id)
+            image, target = pixels.float() / 255.0, dict(target)  # transforms make new tensors
+        else:
+            image = self.load_image(image_id)  # [3, H, W]
+            target = self.load_target(image_id)
         if self.transforms is not None:
             image, target = self.transforms(image, target)
         return image, target
 
+    def decoded(self, image_id: int) -> tuple[torch.Tensor, dict]:
+        """The image as uint8 [3, H, W] and its target, decoded on the first call only."""
+        if image_id not in self._decoded:
+            self._decoded[image_id] = (self.load_pixels(image_id), self.load_target(image_id))
+        return self._decoded[image_id]
+
+    def decoded_bytes(self) -> int:
+        """RAM that `cache=True` needs: H·W·(3 + non-crowd instances) bytes per image."""
+        total = 0
+        for image_id in self.image_ids:
+            info = self.coco.imgs[image_id]
+            n = sum(not a.get("iscrowd", 0) for a in self.coco.imgToAnns[image_id])
+            total += info["height"] * info["width"] * (3 + n)
+        return total
+
+    def decode_all(self, progress: bool = True) -> None:
+        """Decode every image now (before DataLoader workers fork, so they share it)."""
+        from tqdm.auto import tqdm
+
+        self.cache = True
+        for image_id in tqdm(self.image_ids, desc="decode", disable=not progress, leave=False):
+            self.decoded(image_id)
+
     def image_path(self, image_id: int) -> Path:
         return self.image_root / self.coco.imgs[image_id]["file_name"]
 
-    def load_image(self, image_id: int) -> torch.Tensor:
-        """Read an image file as float32 RGB `[3, H, W]` in [0, 1] and check its size."""
+    def load_pixels(self, image_id: int) -> torch.Tensor:
+        """Read an image file as uint8 RGB `[3, H, W]` and check its size."""
         path, info = self.image_path(image_id), self.coco.imgs[image_id]
         array, problem = read_image_file(path, info, self._image_index[image_id], self.json_path)
         if problem:  # missing, unreadable, or not the size the JSON says
             raise DatasetError(str(problem))
-        return torch.from_numpy(array.copy()).permute(2, 0, 1).float() / 255.0  # [3, H, W]
+        return torch.from_numpy(array.copy()).permute(2, 0, 1)  # [3, H, W] uint8
+
+    def load_image(self, image_id: int) -> torch.Tensor:
+        """Read an image file as float32 RGB `[3, H, W]` in [0, 1] and check its size."""
+        return self.load_pixels(image_id).float() / 255.0
 
     def load_target(self, image_id: int) -> dict:
         """Boxes, contiguous labels and masks of the non-crowd instances of one image."""

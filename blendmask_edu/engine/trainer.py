@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import signal
 import threading
 import time
@@ -59,6 +60,17 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
+def loader_workers(configured: int, device: torch.device) -> int:
+    """DataLoader workers: as configured, or (−1) 0 on CPU, where workers would take the
+    cores the model needs, and up to 8 per GPU on CUDA."""
+    if configured >= 0:
+        return configured
+    if device.type != "cuda":
+        return 0
+    per_gpu = (os.cpu_count() or 2) // max(1, torch.cuda.device_count())
+    return max(1, min(8, per_gpu - 1))
+
+
 @contextlib.contextmanager
 def finish_step_on_ctrl_c():
     """Inside: a first Ctrl-C is noted (the list becomes non-empty) and the step finishes, so
@@ -89,6 +101,14 @@ class Trainer:
         if self.device.type == "cuda" and self.distributed:
             self.device = torch.device("cuda", torch.cuda.current_device())
         self.train_set = CocoInstances(train_path, build_transforms(cfg.data, train=True))
+        needed = self.train_set.decoded_bytes()
+        if needed <= cfg.data.cache_ram_mb * 2**20:  # decode once, keep uint8 in RAM
+            self.train_set.decode_all(progress)
+        elif cfg.data.cache_ram_mb > 0:
+            print(
+                f"note: decoding {train_path} needs {needed / 2**20:.0f} MiB > "
+                f"data.cache_ram_mb = {cfg.data.cache_ram_mb}: images are decoded at every read"
+            )
         self.val_set = (
             CocoInstances(val_path, build_transforms(cfg.data, train=False)) if val_path else None
         )
@@ -176,27 +196,27 @@ class Trainer:
             dist.world_size(),
             self.start_iter,
         )
+        workers = loader_workers(self.cfg.data.num_workers, self.device)
         loader = DataLoader(
             SeededAugmentation(self.train_set),
             batch_sampler=sampler,
             collate_fn=collate,
-            num_workers=self.cfg.data.num_workers,
-            persistent_workers=False,
+            num_workers=workers,
+            pin_memory=self.device.type == "cuda",
+            persistent_workers=workers > 0,
         )
         return iter(loader)
 
-    def step(self, images, targets, it: int) -> dict[str, float]:
+    def step(self, images, targets) -> dict[str, torch.Tensor]:
+        """One optimiser step → the loss terms and their sum, as tensors on the device.
+
+        Nothing here waits for the device (no `.item()`): on a GPU the CPU runs ahead and
+        queues the next step. `check_finite` looks at the losses every `log_period` steps and
+        before every checkpoint."""
         images = [im.to(self.device, non_blocking=True) for im in images]
         targets = move_targets(targets, self.device)
         with torch.autocast(self.device.type, enabled=self.amp):
             losses = self.ddp_model(images, targets)
-        for name, value in losses.items():
-            if not torch.isfinite(value):
-                raise NonFiniteLossError(
-                    f"iteration {it}: loss term {name!r} is {value.item()} (not finite); "
-                    f"training stopped. The last good checkpoint ({self.out / CHECKPOINT}) "
-                    "was left untouched: lower the learning rate or check the data."
-                )
         total = sum(losses.values())
         self.optimizer.zero_grad(set_to_none=True)
         self.scaler.scale(total).backward()
@@ -206,9 +226,25 @@ class Trainer:
         self.scaler.step(self.optimizer)
         self.scaler.update()
         self.scheduler.step()
-        out = {k: v.item() for k, v in losses.items()}
-        out["loss"] = total.item()
-        return out
+        return {**{k: v.detach() for k, v in losses.items()}, "loss": total.detach()}
+
+    def check_finite(self, pending: list[tuple[int, dict]]) -> dict[str, float]:
+        """One device sync for the steps since the last check → the last step's losses as
+        floats; raises `NonFiniteLossError` naming the first NaN/inf term and its iteration."""
+        values = torch.stack([v.float() for _, losses in pending for v in losses.values()])
+        if not torch.isfinite(values).all():
+            for it, losses in pending:
+                for name, value in losses.items():
+                    if not torch.isfinite(value):
+                        raise NonFiniteLossError(
+                            f"iteration {it}: loss term {name!r} is {value.item()} (not "
+                            f"finite); training stopped. The last good checkpoint "
+                            f"({self.out / CHECKPOINT}) was left untouched: lower the learning "
+                            "rate or check the data."
+                        )
+        last = pending[-1][1]
+        pending.clear()
+        return {k: v.item() for k, v in last.items()}
 
     def fit_budget(self, it: int, sec_per_iter: float) -> None:
         """Fix the total number of iterations so training ends within the time budget."""
@@ -240,26 +276,31 @@ class Trainer:
         )
         it, window_t, window_n = self.start_iter, 0.0, 0
         timed_from = self.start_iter + 2  # the first iterations are slow (allocations)
+        pending = []  # (iteration, loss tensors) not yet checked for NaN / inf
         while it < self.total_iters[0]:
             t0 = time.perf_counter()
             images, targets = next(batches)
             with finish_step_on_ctrl_c() as interrupted:
-                losses = self.step(images, targets, it)
-            if interrupted:  # Ctrl-C: keep what was learned; `--resume` goes on from here
-                self.save(it + 1)
-                print(f"\ninterrupted: saved {self.out / CHECKPOINT} after iteration {it + 1}")
-                raise KeyboardInterrupt
+                pending.append((it, self.step(images, targets)))
             dt = time.perf_counter() - t0
             self.elapsed += dt
             it += 1
+            if interrupted:  # Ctrl-C: keep what was learned; `--resume` goes on from here
+                self.check_finite(pending)
+                self.save(it)
+                print(f"\ninterrupted: saved {self.out / CHECKPOINT} after iteration {it}")
+                raise KeyboardInterrupt
             if it > timed_from:
                 window_t, window_n = window_t + dt, window_n + 1
             if window_n and (it - timed_from) % 10 == 0:
                 self.fit_budget(it, window_t / window_n)
                 bar.total = self.total_iters[0]
             bar.update(1)
-            bar.set_postfix({k: f"{v:.3f}" for k, v in losses.items()}, refresh=False)
-            if it % tcfg.log_period == 0 or it == self.total_iters[0]:
+            last = it == self.total_iters[0]
+            if it % tcfg.log_period == 0 or it % tcfg.checkpoint_period == 0 or last:
+                losses = self.check_finite(pending)
+                bar.set_postfix({k: f"{v:.3f}" for k, v in losses.items()}, refresh=False)
+            if it % tcfg.log_period == 0 or last:
                 self.log(
                     {
                         "iter": it,
@@ -274,6 +315,8 @@ class Trainer:
             if tcfg.eval_period and it % tcfg.eval_period == 0 and it < self.total_iters[0]:
                 self.evaluate(it)
         bar.close()
+        if pending:
+            self.check_finite(pending)
         self.save(it)
         return self.evaluate(it, final=True)
 
