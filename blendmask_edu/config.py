@@ -152,7 +152,10 @@ class DataConfig:
     hflip_prob: float = 0.5
     vflip_prob: float = 0.0  # only where a flipped object keeps its class (the shapes do)
     size_divisibility: int = 32  # batches are padded to a multiple of this
-    num_workers: int = 2
+    num_workers: int = -1  # DataLoader workers; −1 = auto (0 on CPU, up to 8 on CUDA)
+    # Decode the training set once and keep it in RAM (uint8) when it needs at most this much;
+    # larger sets are decoded at every read. 0 = never.
+    cache_ram_mb: int = 2048
 
 
 @dataclass
@@ -256,7 +259,6 @@ def shapes_preset() -> Config:
             test_min_size=128,
             test_max_size=256,
             vflip_prob=0.5,  # every shape keeps its class upside down: free extra data
-            num_workers=0,
         ),
         optim=OptimConfig(
             name="adamw",

@@ -52,9 +52,12 @@ class BottomModule(nn.Module):
                 conv_gn_relu(in_channels, C), conv_gn_relu(C, C), nn.Conv2d(C, num_classes + 1, 1)
             )
 
-    def forward(self, features: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        """→ {"bases": [B, K, 2·h, 2·w]} (+ "seg_logits" [B, C+1, h, w] when training),
-        where h × w is the size of the first input level (P3 by default: H/8 × W/8)."""
+    def forward(
+        self, features: dict[str, torch.Tensor], with_seg: bool = False
+    ) -> dict[str, torch.Tensor]:
+        """→ {"bases": [B, K, 2·h, 2·w]} (+ "seg_logits" [B, C+1, h, w] with `with_seg`, for
+        the auxiliary loss), where h × w is the size of the first input level (P3: H/8 × W/8).
+        The loss path asks for it, in train or eval mode alike (validation loss)."""
         first = features[self.in_levels[0]]
         size = first.shape[-2:]  # h, w
         x = 0
@@ -67,7 +70,7 @@ class BottomModule(nn.Module):
         x = F.interpolate(x, scale_factor=2, mode="bilinear", align_corners=False)
         bases = self.to_bases(self.after_upsample(x))  # [B, K, 2h, 2w]
         out = {"bases": bases}
-        if self.seg_head is not None and self.training:
+        if self.seg_head is not None and with_seg:
             out["seg_logits"] = self.seg_head(first)  # [B, C+1, h, w]
         return out
 

@@ -38,7 +38,7 @@ class BlendMaskBranch(MaskBranch):
 
     def forward_train(self, features, fcos_out, targets) -> dict[str, torch.Tensor]:
         cfg = self.cfg
-        bottom = self.bottom(features)
+        bottom = self.bottom(features, with_seg=True)
         bases = bottom["bases"]  # [B, K, H/4, W/4]
         pos = positive_instances_batched(fcos_out, cfg.max_instances_for_loss)
         attention = self.top.at_locations(

@@ -89,6 +89,12 @@ class InstanceSegmenter(nn.Module):
             return out["losses"]
         return self.postprocess(out, orig_sizes)
 
+    def compute_losses(self, images: list[torch.Tensor], targets: list[dict]) -> dict:
+        """The training loss dict, in whichever mode the model is in. In eval mode (validation
+        loss) BatchNorm uses its running statistics and updates nothing; wrap the call in
+        `torch.no_grad()` to keep no graph."""
+        return self.run(images, targets)["losses"]
+
     def run(self, images: list[torch.Tensor], targets: list[dict] | None = None) -> dict:
         """Every stage's output in one dict (features, fcos, masks, losses): for teaching."""
         if targets is None and self.training:

@@ -105,7 +105,7 @@ class FCISBranch(MaskBranch):
 
     def forward_train(self, features, fcos_out, targets) -> dict[str, torch.Tensor]:
         cfg = self.cfg
-        bottom = self.bottom(features)
+        bottom = self.bottom(features, with_seg=True)
         score_maps = bottom["bases"]  # [B, k², H/4, W/4]
         pos = positive_instances_batched(fcos_out, self.bottom_cfg.max_instances_for_loss)
         # The mask depends on the box alone: once per GT instance, weighted by the summed

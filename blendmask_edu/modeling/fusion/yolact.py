@@ -83,9 +83,12 @@ class YolactBranch(MaskBranch):
         level_strides = dict(zip(("p3", "p4", "p5", "p6", "p7"), fcos_cfg.strides))
         self.proto_stride = level_strides[bottom_cfg.bottom_in_levels[0]] // 2  # 4 with P3
 
-    def prototypes_and_coefficients(self, features, box_tower, batch_index, loc_index):
-        """→ prototypes [B, k, H/4, W/4] (ReLU), coefficients [N, k] (tanh), bottom outputs."""
-        bottom = self.bottom(features)
+    def prototypes_and_coefficients(
+        self, features, box_tower, batch_index, loc_index, with_seg: bool = False
+    ):
+        """→ prototypes [B, k, H/4, W/4] (ReLU), coefficients [N, k] (tanh), bottom outputs
+        (with the auxiliary semantic logits when `with_seg`)."""
+        bottom = self.bottom(features, with_seg=with_seg)
         prototypes = F.relu(bottom["bases"])  # [B, k, H/4, W/4]
         coefficients = self.coefficients.at_locations(box_tower, batch_index, loc_index).tanh()
         return prototypes, coefficients, bottom
@@ -93,7 +96,7 @@ class YolactBranch(MaskBranch):
     def forward_train(self, features, fcos_out, targets) -> dict[str, torch.Tensor]:
         pos = positive_instances_batched(fcos_out, self.bottom_cfg.max_instances_for_loss)
         prototypes, coefficients, bottom = self.prototypes_and_coefficients(
-            features, fcos_out["box_tower"], pos["batch_index"], pos["loc_index"]
+            features, fcos_out["box_tower"], pos["batch_index"], pos["loc_index"], with_seg=True
         )  # [B, k, h, w], [P, k]
         size, s = tuple(prototypes.shape[-2:]), self.proto_stride
         gt_masks = torch.cat([downsample_masks(t["masks"], size, s) for t in targets])  # [ΣG, h, w]
