@@ -15,7 +15,7 @@ Models (the `shapes` preset's data, 128-px images):
     ours/fcos        `--preset shapes --mask-branch none`
     ours/blendmask   `--preset shapes` (BlendMask)
 
-    python benchmarks/step_speed.py [--batches 16,64] [--iters 20] [--out runs/bench_step.json]
+    python benchmarks/step_speed.py [--batches 16,64] [--iters 20] [--compile] [--out runs/bench_step.json]
 Ratios are to the peer at the same batch size, measured in the same run.
 """
 
@@ -86,8 +86,11 @@ def measure(name: str, build, batch: int, data: Path, args, out: Path) -> dict:
     cfg.train.batch_size, cfg.train.device = batch, args.device
     cfg.train.max_iters, cfg.train.time_budget_min = 10**6, 0.0
     torch.manual_seed(0)
+    model = build(cfg)
+    if args.compile:  # inductor on the backbone + FPN: static shapes, no data-dependent control
+        model.backbone = torch.compile(model.backbone)
     trainer = Trainer(cfg, data, None, out / f"{name.replace('/', '_')}_b{batch}",
-                      model=build(cfg), progress=False)  # fmt: skip
+                      model=model, progress=False)  # fmt: skip
     trainer.model.train()
     batches = trainer.batches()
     loader, step = [], []
@@ -104,6 +107,7 @@ def measure(name: str, build, batch: int, data: Path, args, out: Path) -> dict:
     row = {
         "model": name,
         "batch": batch,
+        "compile": args.compile,
         "loader_ms": 1000 * statistics.median(loader),
         "step_ms": 1000 * statistics.median(step),
     }
@@ -121,6 +125,7 @@ def main() -> None:
     ap.add_argument("--warmup", type=int, default=5)
     ap.add_argument("--device", default="auto")
     ap.add_argument("--models", default="peer,ours/fcos,ours/blendmask")
+    ap.add_argument("--compile", action="store_true", help="torch.compile the backbone + FPN")
     ap.add_argument("--out", default="runs/bench_step.json")
     args = ap.parse_args()
     work = Path(tempfile.mkdtemp(prefix="bench_step_"))
