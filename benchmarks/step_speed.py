@@ -80,11 +80,28 @@ def gpu_busy_fraction(trainer, batches, iters: int) -> float:
     return kernel_us / 1e6 / wall
 
 
+def print_profile(trainer, batches, iters: int) -> None:
+    """Where the step's host time goes: the top operators by self CPU time, and launches/step."""
+    from torch.profiler import ProfilerActivity, profile
+
+    activities = [ProfilerActivity.CPU] + [ProfilerActivity.CUDA] * (trainer.device.type == "cuda")
+    with profile(activities=activities) as prof:
+        for _ in range(iters):
+            trainer.step(*next(batches))
+        sync(trainer.device)
+    events = prof.key_averages()
+    launches = sum(e.count for e in events if e.key in ("cudaLaunchKernel", "cuLaunchKernel"))
+    aten = sum(e.count for e in events if e.key.startswith("aten::"))
+    print(f"per step: {launches / iters:.0f} kernel launches, {aten / iters:.0f} aten calls")
+    print(events.table(sort_by="self_cpu_time_total", row_limit=18, max_name_column_width=40))
+
+
 def measure(name: str, build, batch: int, data: Path, args, out: Path) -> dict:
     cfg = shapes_preset()
     cfg.model.mask_branch = "none" if name != "ours/blendmask" else "blender"
     cfg.train.batch_size, cfg.train.device = batch, args.device
     cfg.train.max_iters, cfg.train.time_budget_min = 10**6, 0.0
+    cfg.train.amp = not args.no_amp
     torch.manual_seed(0)
     model = build(cfg)
     if args.compile:  # inductor on the backbone + FPN: static shapes, no data-dependent control
@@ -108,12 +125,15 @@ def measure(name: str, build, batch: int, data: Path, args, out: Path) -> dict:
         "model": name,
         "batch": batch,
         "compile": args.compile,
+        "amp": trainer.amp,
         "loader_ms": 1000 * statistics.median(loader),
         "step_ms": 1000 * statistics.median(step),
     }
     row["iter_ms"] = row["loader_ms"] + row["step_ms"]
     if trainer.device.type == "cuda":
         row["gpu_busy"] = gpu_busy_fraction(trainer, batches, min(args.iters, 10))
+    if args.profile:
+        print_profile(trainer, batches, iters=5)
     print(json.dumps(row), flush=True)
     return row
 
@@ -126,6 +146,8 @@ def main() -> None:
     ap.add_argument("--device", default="auto")
     ap.add_argument("--models", default="peer,ours/fcos,ours/blendmask")
     ap.add_argument("--compile", action="store_true", help="torch.compile the backbone + FPN")
+    ap.add_argument("--no-amp", action="store_true", help="float32 on CUDA (AMP is the default)")
+    ap.add_argument("--profile", action="store_true", help="print the top operators of 5 steps")
     ap.add_argument("--out", default="runs/bench_step.json")
     args = ap.parse_args()
     work = Path(tempfile.mkdtemp(prefix="bench_step_"))
