@@ -14,6 +14,8 @@ Models (the `shapes` preset's data, 128-px images):
                      head): torchvision's head, target assignment and losses
     ours/fcos        `--preset shapes --mask-branch none`
     ours/blendmask   `--preset shapes` (BlendMask)
+    backbone         the shared backbone + FPN alone (loss = Σ mean of P3–P7): the floor that
+                     both detectors pay; step − this row = heads, targets, losses, optimiser
 
     python benchmarks/step_speed.py [--batches 16,64] [--iters 20] [--compile] [--out runs/bench_step.json]
 Ratios are to the peer at the same batch size, measured in the same run.
@@ -55,6 +57,18 @@ class TorchvisionFCOS(nn.Module):
 
     def forward(self, images, targets=None, orig_sizes=None):
         return self.net(images, [{"boxes": t["boxes"], "labels": t["labels"]} for t in targets])
+
+
+class BackboneOnly(nn.Module):
+    """The backbone + FPN that peer and ours share, with a dummy loss: their common cost."""
+
+    def __init__(self, cfg):
+        super().__init__()
+        self.backbone = BackboneFPN(cfg.model.backbone, cfg.model.fpn)
+
+    def forward(self, images, targets=None, orig_sizes=None):
+        x = torch.stack(images)  # the shapes data: one size (128×128)
+        return {"loss": sum(p.float().mean() for p in self.backbone(x).values())}
 
 
 def sync(device):
@@ -102,6 +116,7 @@ def measure(name: str, build, batch: int, data: Path, args, out: Path) -> dict:
     cfg.train.batch_size, cfg.train.device = batch, args.device
     cfg.train.max_iters, cfg.train.time_budget_min = 10**6, 0.0
     cfg.train.amp = not args.no_amp
+    cfg.model.backbone.freeze_at = args.freeze_at
     torch.manual_seed(0)
     model = build(cfg)
     if args.compile:  # inductor on the backbone + FPN: static shapes, no data-dependent control
@@ -144,7 +159,8 @@ def main() -> None:
     ap.add_argument("--iters", type=int, default=20)
     ap.add_argument("--warmup", type=int, default=5)
     ap.add_argument("--device", default="auto")
-    ap.add_argument("--models", default="peer,ours/fcos,ours/blendmask")
+    ap.add_argument("--models", default="peer,ours/fcos,ours/blendmask,backbone")
+    ap.add_argument("--freeze-at", type=int, default=0, help="BackboneConfig.freeze_at (all models)")
     ap.add_argument("--compile", action="store_true", help="torch.compile the backbone + FPN")
     ap.add_argument("--no-amp", action="store_true", help="float32 on CUDA (AMP is the default)")
     ap.add_argument("--profile", action="store_true", help="print the top operators of 5 steps")
@@ -156,6 +172,7 @@ def main() -> None:
         "peer": TorchvisionFCOS,
         "ours/fcos": lambda cfg: InstanceSegmenter(cfg.model),
         "ours/blendmask": lambda cfg: InstanceSegmenter(cfg.model),
+        "backbone": BackboneOnly,
     }
     rows = []
     for batch in (int(b) for b in args.batches.split(",")):

@@ -294,6 +294,7 @@ def test_one_mask_per_instance_gives_the_loss_over_all_positives():
     inst = unique_instances(pos, ctr)
     assert inst["gt_index"].tolist() == [0, 2]
     assert inst["labels"].tolist() == [3, 1] and inst["batch_index"].tolist() == [0, 1]
+    assert inst["inverse"].tolist() == [1, 0, 1, 1, 0]  # each positive's instance
     torch.testing.assert_close(
         inst["weight"], torch.stack([ctr[[1, 4]].sum(), ctr[[0, 2, 3]].sum()])
     )
@@ -301,6 +302,29 @@ def test_one_mask_per_instance_gives_the_loss_over_all_positives():
         per_gt_logits[inst["gt_index"]], per_gt_target[inst["gt_index"]], inst["weight"]
     )
     torch.testing.assert_close(deduped, full)
+
+
+def test_blender_crops_each_instance_once_with_the_same_values_and_gradients():
+    # BlendMaskBranch.forward_train crops the bases once per GT instance and gathers the crop
+    # for each positive: the same numbers and the same gradients as one crop per positive.
+    g = torch.Generator().manual_seed(1)
+    bases = torch.randn(2, 4, 16, 16, generator=g, requires_grad=True)
+    pos = {
+        "gt_index": torch.tensor([2, 0, 2, 2, 0]),
+        "gt_boxes": torch.tensor(
+            [[8.0, 4, 40, 36], [0, 0, 20, 28], [8, 4, 40, 36], [8, 4, 40, 36], [0, 0, 20, 28]]
+        ),
+        "labels": torch.tensor([1, 3, 1, 1, 3]),
+        "batch_index": torch.tensor([1, 0, 1, 1, 0]),
+    }
+    per_positive = crop_bases(bases, pos["gt_boxes"], pos["batch_index"], 8)  # [5, 4, 8, 8]
+    inst = unique_instances(pos, torch.ones(5))
+    shared = crop_bases(bases, inst["gt_boxes"], inst["batch_index"], 8)[inst["inverse"]]
+    torch.testing.assert_close(shared, per_positive)
+    w = torch.randn(per_positive.shape, generator=g)
+    (grad_direct,) = torch.autograd.grad((per_positive * w).sum(), bases)
+    (grad_shared,) = torch.autograd.grad((shared * w).sum(), bases)
+    torch.testing.assert_close(grad_shared, grad_direct)
 
 
 # ---------------------------------------------------------------------------------------

@@ -105,7 +105,8 @@ def weighted_mask_bce(
 
 def unique_instances(pos: dict, weights: torch.Tensor) -> dict:
     """The distinct GT instances among the positives, each with the sum of its positives'
-    `weights` [P] → {"gt_index", "gt_boxes", "labels", "batch_index", "weight"}, [U] each.
+    `weights` [P] → {"gt_index", "gt_boxes", "labels", "batch_index", "weight"}, [U] each,
+    and "inverse" [P]: the instance of each positive (so `x_u[inverse]` is `x` per positive).
 
     A branch whose mask depends on the box alone (FCIS, the RoI head) predicts the same mask
     for every positive of one instance: computing it once per instance with the summed weight
@@ -121,6 +122,7 @@ def unique_instances(pos: dict, weights: torch.Tensor) -> dict:
         "labels": pos["labels"][first],
         "batch_index": pos["batch_index"][first],
         "weight": torch.zeros_like(gt_index, dtype=weights.dtype).index_add_(0, inverse, weights),
+        "inverse": inverse,
     }
 
 
