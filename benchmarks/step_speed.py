@@ -160,7 +160,9 @@ def main() -> None:
     ap.add_argument("--warmup", type=int, default=5)
     ap.add_argument("--device", default="auto")
     ap.add_argument("--models", default="peer,ours/fcos,ours/blendmask,backbone")
-    ap.add_argument("--freeze-at", type=int, default=0, help="BackboneConfig.freeze_at (all models)")
+    ap.add_argument(
+        "--freeze-at", type=int, default=0, help="BackboneConfig.freeze_at (all models)"
+    )
     ap.add_argument("--compile", action="store_true", help="torch.compile the backbone + FPN")
     ap.add_argument("--no-amp", action="store_true", help="float32 on CUDA (AMP is the default)")
     ap.add_argument("--profile", action="store_true", help="print the top operators of 5 steps")
