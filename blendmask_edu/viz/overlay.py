@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import matplotlib
-
-matplotlib.use("Agg", force=False)
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
+import matplotlib.pyplot as plt
+import numpy as np
+import torch
+from matplotlib.figure import Figure
 
 PALETTE = plt.get_cmap("tab10").colors
 
@@ -49,12 +47,13 @@ def draw_instances(
 
 
 def save_overlay(image, result: dict, path, class_names=None, score_thresh: float = 0.3) -> None:
+    """Write the overlay as a PNG twice the image's size. A bare `Figure` (no pyplot), so
+    no GUI backend is involved and nobody's backend is switched (notebooks keep theirs)."""
     h, w = image.shape[-2:] if torch.is_tensor(image) else np.asarray(image).shape[:2]
-    fig = plt.figure(figsize=(w / 100 * 2, h / 100 * 2), dpi=100)
+    fig = Figure(figsize=(w / 100 * 2, h / 100 * 2), dpi=100)
     ax = fig.add_axes([0, 0, 1, 1])
     draw_instances(ax, image, result, class_names, score_thresh)
     fig.savefig(path)
-    plt.close(fig)
 
 
 def predictions_grid(
