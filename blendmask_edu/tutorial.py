@@ -34,8 +34,8 @@ CACHE_ENV = "BLENDMASK_EDU_CACHE"  # where the shared data and model live
 # Fast mode trains a fixed number of iterations, so that the model, and the pictures the
 # notebooks describe in words, come out the same on every run on a CPU. The time cap only
 # stops a much slower machine early.
-FAST_ITERS = 300
-FAST_TIME_CAP_MIN = 3.0
+FAST_ITERS = 400
+FAST_TIME_CAP_MIN = 3.5
 NUM_TRAIN, NUM_VAL, IMAGE_SIZE = 1000, 200, 128  # the data of `make demo`
 
 
@@ -69,13 +69,15 @@ def cache_dir() -> Path:
 # ---------------------------------------------------------------------------------------
 
 
-def describe(name: str, x) -> str:
-    """Print (and return) one line: name, shape, dtype, min, max, mean of a tensor or array.
+def describe(name: str, x) -> None:
+    """Print one line: name, shape, dtype, min, max, mean of a tensor or array.
 
     A list/tuple of tensors (e.g. per-level outputs) gives one line per element.
     """
     if isinstance(x, (list, tuple)):
-        return "\n".join(describe(f"{name}[{i}]", t) for i, t in enumerate(x))
+        for i, t in enumerate(x):
+            describe(f"{name}[{i}]", t)
+        return
     if isinstance(x, np.ndarray):
         x = torch.from_numpy(x)
     if not torch.is_tensor(x):
@@ -89,7 +91,6 @@ def describe(name: str, x) -> str:
     else:
         line += " (empty)"
     print(line)
-    return line
 
 
 # ---------------------------------------------------------------------------------------
@@ -155,9 +156,11 @@ def cached_model(map_location=None) -> TutorialModel:
     if not (run_dir / CHECKPOINT).exists():
         train_dir, val_dir = cached_data()
         cfg = tutorial_config()
+        cap = cfg.train.time_budget_min
         print(
-            f"training the shapes preset once ({cfg.train.max_iters} iterations at most, "
-            f"{cfg.train.time_budget_min:g} min at most, on {cfg.train.device}) into {run_dir}"
+            f"training the shapes preset once ({cfg.train.max_iters} iterations"
+            + (f" or {cap:g} min, whichever comes first" if cap else "")
+            + f", on {cfg.train.device}) into {run_dir}"
         )
         _make_once(run_dir, lambda p: train(cfg, train_dir, val_dir, p, progress=False))
     else:

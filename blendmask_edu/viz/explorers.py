@@ -66,7 +66,7 @@ class Explorer:
 
     @property
     def png(self) -> bytes:
-        return self.image.value
+        return bytes(self.image.value)
 
     def refresh(self) -> None:
         self.image.value = figure_png(self.render(**self.values()), self.dpi)
@@ -121,11 +121,13 @@ class DetectionExplorer(Explorer):
     def _set_detections(self, index: int) -> None:
         result = self.predict(index)[3]
         n = min(len(result["boxes"]), self.max_detections)
-        self._controls["detection"].options = [
+        options = [
             (f"{i}: {self.class_names[int(result['labels'][i]) - 1]} "
              f"{float(result['scores'][i]):.2f}", i)
             for i in range(n)
         ] or [("no detection", -1)]  # fmt: skip
+        self._controls["detection"].options = options
+        self._controls["detection"].value = options[0][1]  # the best detection
 
     def on_change(self, name: str) -> None:
         if name == "image":
