@@ -5,7 +5,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-stamp
 export PYTHONUNBUFFERED := 1
 
-.PHONY: setup demo test test-fast lint bench clean
+.PHONY: setup demo test test-fast lint bench clean notebooks
 
 setup: $(STAMP)
 
@@ -27,8 +27,13 @@ test-fast: setup
 	$(PY) -m pytest -q tests -m "not slow"
 
 lint: setup
-	$(VENV)/bin/ruff check blendmask_edu tests benchmarks
-	$(VENV)/bin/ruff format --check blendmask_edu tests benchmarks
+	$(VENV)/bin/ruff check blendmask_edu tests benchmarks notebooks/build.py
+	$(VENV)/bin/ruff format --check blendmask_edu tests benchmarks notebooks/build.py
+
+# Re-execute every tutorial notebook in place (fast mode; BLENDMASK_EDU_FULL=1 for the long
+# versions). The shared model is trained once into runs/tutorial_cache and reused.
+notebooks: setup
+	$(PY) notebooks/build.py
 
 bench: setup
 	$(PY) benchmarks/train_speed.py

@@ -158,10 +158,11 @@ def plot_probe(stats: dict, class_names: list[str]):
     fig = plt.figure(figsize=(3.0 * K + 1.5, 9.8), layout="constrained")
     top, bottom = fig.subfigures(2, 1, height_ratios=[3, 1.3])
     axes = top.subplots(3, K)
+    std_max = max(float(stats["attention_std"].max()), 1e-3)
     rows = [
         (stats["in_box_means"], "mean crop in GT boxes", "RdBu_r", None),
         (stats["attention_mean"], "mean attention weight", "viridis", (0, 1)),
-        (stats["attention_std"], "its std over detections", "magma", (0, 0.5)),
+        (stats["attention_std"], "its std over detections", "magma", (0, std_max)),
     ]
     for row, (maps, name, cmap, limits) in enumerate(rows):
         lim = float(maps.abs().max()) or 1.0
@@ -188,7 +189,9 @@ def plot_probe(stats: dict, class_names: list[str]):
     ax_cls.set_yticks(range(K), [f"basis {k + 1}" for k in range(K)], fontsize=8)
     for k in range(K):
         for c in range(len(class_names)):
-            ax_cls.text(c, k, f"{float(cm[k, c]):.1f}", ha="center", va="center", fontsize=7)
+            v = float(cm[k, c])
+            ax_cls.text(c, k, f"{v:.1f}", ha="center", va="center", fontsize=8,
+                        color="w" if abs(v) > 0.6 * lim else "k")  # fmt: skip
     ax_cls.set_title("mean value on object interiors, by class", fontsize=9)
     bottom.colorbar(im, ax=ax_cls)
     return fig

@@ -55,10 +55,11 @@ def plot_levels(
         ax.set_ylim(H, 0)
         ax.set_title(f"P{level + 3} (stride {s}, {h}×{w})", fontsize=9)
     for ax in axes:
-        if boxes is not None:
-            for x0, y0, x1, y1 in boxes.tolist():
-                ax.add_patch(plt.Rectangle((x0, y0), x1 - x0, y1 - y0, fill=False, color="w",
-                                           lw=1.0))  # fmt: skip
+        if boxes is not None:  # categorical: box g in the colour of id g, so they match
+            for g, (x0, y0, x1, y1) in enumerate(boxes.tolist()):
+                color = plt.get_cmap("tab10")(g % 10) if categorical else "w"
+                ax.add_patch(plt.Rectangle((x0, y0), x1 - x0, y1 - y0, fill=False, color=color,
+                                           lw=1.2))  # fmt: skip
         ax.set_xticks([])
         ax.set_yticks([])
     if not categorical:

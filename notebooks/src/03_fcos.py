@@ -129,8 +129,8 @@ plot_levels(image, t.centerness[0], sizes, cfg.strides, "centerness* of the posi
 # %%
 with torch.inference_mode():
     out = model.run([image])
-features = list(out["features"].values())
-head = model.fcos.head(features)
+    features = list(out["features"].values())
+    head = model.fcos.head(features)  # what FCOS computed inside model.run, per level
 for key in ("cls_logits", "box_reg", "centerness", "box_tower"):
     describe(f"{key} per level", head[key][:2])  # P3 and P4 shown
 fo = out["fcos"]

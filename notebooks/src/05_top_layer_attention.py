@@ -21,7 +21,7 @@ from blendmask_edu.config import BlenderConfig
 from blendmask_edu.modeling.attention import TopLayer
 from blendmask_edu.tutorial import cached_model, describe, val_dataset
 
-torch.manual_seed(0)
+_ = torch.manual_seed(0)  # the random features below are the same on every run
 
 # %% [markdown]
 # ## 1. The layer, built alone

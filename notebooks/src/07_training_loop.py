@@ -53,18 +53,18 @@ print(inspect.getsource(Trainer.step))
 # %% [markdown]
 # ## 2. A short run
 #
-# The `shapes` preset, made small enough to watch: 4 images a batch, 12 iterations, a
-# log line every 2 and a checkpoint every 6. No val set, so no evaluation (the cached
+# The `shapes` preset, made small enough to watch: 4 images a batch, 8 iterations, a
+# log line every 2 and a checkpoint every 4. No val set, so no evaluation (the cached
 # model of the other notebooks has one).
 
 # %%
-def small_config(max_iters=12):
+def small_config(max_iters=8):
     cfg = shapes_preset()
     cfg.train.batch_size = 4
     cfg.train.max_iters = max_iters
     cfg.train.time_budget_min = 0.0
     cfg.train.log_period = 2
-    cfg.train.checkpoint_period = 6
+    cfg.train.checkpoint_period = 4
     cfg.train.device = "cpu"
     cfg.optim.warmup_iters = 4
     return cfg
@@ -111,7 +111,7 @@ print("iteration:", ckpt["iteration"], " total_iters:", ckpt["total_iters"])
 describe("a weight", ckpt["model"]["fcos.head.cls_logits.weight"])
 
 # %% [markdown]
-# Now the same run again, but killed in iteration 9 (after the checkpoint of iteration 6)
+# Now the same run again, but killed in iteration 6 (after the checkpoint of iteration 4)
 # — here by an exception, as if the machine went down:
 
 # %%
@@ -119,24 +119,24 @@ class Killed(Exception):
     pass
 
 
-class KilledAt9(Trainer):
+class KilledAt6(Trainer):
     def step(self, images, targets, it):
-        if it == 8:  # iterations count from 0: this is the 9th
+        if it == 5:  # iterations count from 0: this is the 6th
             raise Killed
         return super().step(images, targets, it)
 
 
 torch.manual_seed(0)
 try:
-    KilledAt9(small_config(), train_dir, None, work / "killed", progress=False).train()
+    KilledAt6(small_config(), train_dir, None, work / "killed", progress=False).train()
 except Killed:
     print("killed; checkpoint at iteration",
           load_checkpoint(work / "killed" / "checkpoint_last.pt")["iteration"])
 
 # %% [markdown]
 # Resuming (`Trainer.train(resume=True)`, or `blendmask-edu train ... --resume`) loads the
-# checkpoint, drops the log lines written after it, and continues from iteration 6. The
-# sampler knows which images and which random flips iteration 6 used (it derives them from
+# checkpoint, drops the log lines written after it, and continues from iteration 4. The
+# sampler knows which images and which random flips iteration 4 used (it derives them from
 # the seed and the iteration number), so the resumed run finishes with **exactly** the
 # weights of the run that was never killed:
 
@@ -210,18 +210,18 @@ for line in (work / "ddp" / "metrics.jsonl").read_text().splitlines():
 # fixed number of iterations — the natural unit on a laptop. The trainer measures its own
 # speed (from iteration 3 on), sets the total number of iterations to what fits in the
 # remaining time, and re-checks every 10 iterations. Because the total is known, the cosine
-# schedule still ends at zero exactly when the budget ends. A 0.15-minute run:
+# schedule still ends at zero exactly when the budget ends. A 6-second run:
 
 # %%
 cfg = small_config(max_iters=10_000)
-cfg.train.time_budget_min = 0.15
+cfg.train.time_budget_min = 0.1
 cfg.train.log_period = 5
 budget = Trainer(cfg, train_dir, None, work / "budget", progress=False)
 budget.train()
 records, _ = read_metrics(work / "budget")
 print(f"max_iters 10000 → fitted to {budget.total_iters[0]} iterations, "
       f"{budget.elapsed:.1f} s of training")
-plot_training_curves(work / "budget", title="time budget 0.15 min");
+plot_training_curves(work / "budget", title="time budget 0.1 min (6 s)");
 
 # %% [markdown]
 # The fitted total is saved in the checkpoint, so a resumed run keeps the same schedule.
@@ -237,7 +237,7 @@ plot_training_curves(work / "budget", title="time budget 0.15 min");
 #
 # ## Exercises
 # 1. From the straight run's `metrics.jsonl`, compute the mean images per second.
-# 2. The run of section 3 finished at iteration 12. Resume it with `max_iters=24`: how
+# 2. The run of section 3 finished at iteration 8. Resume it with `max_iters=16`: how
 #    many more iterations run? Read `Trainer.resume` to see why.
 # 3. With 4 processes and `--batch-size 16`, how many images does each process see per
 #    iteration? Check with `InfiniteBatchSampler`.
@@ -249,10 +249,10 @@ print(sum(r["images_per_s"] for r in records) / len(records))
 
 # %% solution
 # 2. None: `resume` restores the total number of iterations saved in the checkpoint
-#    (`self.total_iters[0] = ckpt["total_iters"]`, 12), so that the learning-rate schedule
+#    (`self.total_iters[0] = ckpt["total_iters"]`, 8), so that the learning-rate schedule
 #    of the interrupted run is kept; the new max_iters is not used. To train longer, start
 #    a new run (or fine-tune from the weights).
-longer = Trainer(small_config(max_iters=24), train_dir, None, work / "killed", progress=False)
+longer = Trainer(small_config(max_iters=16), train_dir, None, work / "killed", progress=False)
 longer.train(resume=True)
 print("total_iters after resume:", longer.total_iters[0])
 
