@@ -84,7 +84,7 @@ def describe(name: str, x) -> None:
         raise TypeError(f"describe({name!r}, ...): expected a tensor or array, got {type(x)}")
     shape = "[" + ", ".join(str(s) for s in x.shape) + "]"
     dtype = str(x.dtype).replace("torch.", "")
-    line = f"{name:22s} {shape:18s} {dtype:8s}"
+    line = f"{name:26s} {shape:18s} {dtype:8s}"
     if x.numel():
         v = x.detach().float()
         line += f" min {v.min().item():.4g}  max {v.max().item():.4g}  mean {v.mean().item():.4g}"

@@ -41,7 +41,7 @@ def parse_percent(text: str) -> list[nbformat.NotebookNode]:
         body = "\n".join(lines).strip("\n")
         if kind == "markdown":
             body = "\n".join(ln[2:] if ln.startswith("# ") else ln.lstrip("#") for ln in
-                             body.splitlines())  # fmt: skip
+                             body.splitlines()).strip("\n")  # fmt: skip
             cells.append(nbformat.v4.new_markdown_cell(body))
         else:
             cell = nbformat.v4.new_code_cell(body)

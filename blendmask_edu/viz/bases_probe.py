@@ -1,8 +1,8 @@
 """What do the learned bases encode? Measurements over a dataset, and their figures.
 
-The paper (Chen et al. 2020, §4.3 and Fig. 5) shows that BlendMask's bases pick up
-position-sensitive patterns and semantics. These probes check that on our own model, per
-basis k, at the bases' resolution (1/4 of the input):
+The BlendMask paper (Chen et al. 2020) pictures learned bases with position-sensitive and
+semantic patterns. These probes ask what our own model's bases encode, per basis k, at the
+bases' resolution (1/4 of the input):
 
 * `region_means`   — mean value on background cells, on cells at an object's edge, and on
                      object interiors;

@@ -58,7 +58,7 @@ def plot_detection_blending(
         if row in (1, 3):  # one colour bar per pair of rows with the same scale
             fig.colorbar(im, ax=axes[row - 1 : row + 1, :K], shrink=0.8, aspect=30)
 
-    axes[0, K].imshow(image.permute(1, 2, 0).clamp(0, 1).cpu())
+    axes[0, K].imshow(image.permute(1, 2, 0).clamp(0, 1).cpu(), interpolation="nearest")
     x0, y0, x1, y1 = box.tolist()
     axes[0, K].add_patch(plt.Rectangle((x0, y0), x1 - x0, y1 - y0, fill=False, color="w", lw=2))
     axes[0, K].add_patch(plt.Rectangle((x0, y0), x1 - x0, y1 - y0, fill=False, color="k", lw=1))
@@ -92,12 +92,14 @@ def plot_basis(
     basis = bases[k].detach().float().cpu()[: (h + 3) // 4, : (w + 3) // 4]  # [h/4, w/4]
     lim = _signed_limit(basis)
     fig, axes = plt.subplots(1, 3, figsize=(9.6, 3.2), layout="constrained")
-    axes[0].imshow(image.permute(1, 2, 0).clamp(0, 1).cpu())
+    axes[0].imshow(image.permute(1, 2, 0).clamp(0, 1).cpu(), interpolation="nearest")
     axes[0].set_title("image", fontsize=9)
     im = axes[1].imshow(basis, cmap="RdBu_r", vmin=-lim, vmax=lim)
     axes[1].set_title(f"basis {k + 1} of {bases.shape[0]} ({basis.shape[0]}×{basis.shape[1]})")
     fig.colorbar(im, ax=axes[1], shrink=0.85)
-    axes[2].imshow(image.permute(1, 2, 0).clamp(0, 1).cpu().mean(-1), cmap="gray")
+    axes[2].imshow(
+        image.permute(1, 2, 0).clamp(0, 1).cpu().mean(-1), cmap="gray", interpolation="nearest"
+    )
     axes[2].imshow(
         basis, cmap="RdBu_r", vmin=-lim, vmax=lim, alpha=0.6, extent=(0, w, h, 0)
     )  # the basis stretched over the image (4 pixels per cell)

@@ -38,7 +38,7 @@ def plot_levels(
     n = len(maps)
     fig, axes = plt.subplots(1, n + 1, figsize=(2.6 * (n + 1) + 0.8, 2.9), layout="constrained")
     H, W = image.shape[-2:]
-    axes[0].imshow(image.permute(1, 2, 0).clamp(0, 1).cpu())
+    axes[0].imshow(image.permute(1, 2, 0).clamp(0, 1).cpu(), interpolation="nearest")
     axes[0].set_title("image", fontsize=9)
     if categorical:
         vmin, vmax, cmap = -0.5, 9.5, "tab10"
@@ -47,7 +47,12 @@ def plot_levels(
         vmax = float(flat.max()) if vmax is None else vmax
     for level, (ax, m, s) in enumerate(zip(axes[1:], maps, strides)):
         h, w = m.shape
-        ax.imshow(image.permute(1, 2, 0).clamp(0, 1).cpu().mean(-1), cmap="gray", alpha=0.35)
+        ax.imshow(
+            image.permute(1, 2, 0).clamp(0, 1).cpu().mean(-1),
+            cmap="gray",
+            alpha=0.35,
+            interpolation="nearest",
+        )
         shown = np.ma.masked_less(m.numpy(), 0) if categorical else m.numpy()
         im = ax.imshow(shown, cmap=cmap, vmin=vmin, vmax=vmax, alpha=0.85,
                        extent=(0, w * s, h * s, 0))  # fmt: skip

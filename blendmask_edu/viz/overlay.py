@@ -26,7 +26,7 @@ def draw_instances(
         if "masks" in result:
             m = result["masks"][i].detach().cpu().numpy() > 0.5
             canvas[m] = (1 - alpha) * canvas[m] + alpha * np.array(PALETTE[n % len(PALETTE)])
-    ax.imshow(canvas)
+    ax.imshow(canvas, interpolation="nearest")  # pixels as they are (and small PNGs)
     for n, i in enumerate(keep):
         x0, y0, x1, y1 = result["boxes"][i].tolist()
         color = PALETTE[n % len(PALETTE)]

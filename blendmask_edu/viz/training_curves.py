@@ -39,11 +39,12 @@ def plot_training_curves(run_dir_or_file, title: str | None = None):
     axes[0].legend(fontsize=7, ncol=2)
     axes[1].plot(its, [r["lr"] for r in train])
     axes[1].set_title("learning rate")
-    axes[1].ticklabel_format(axis="y", style="sci", scilimits=(-2, 2))
+    axes[1].ticklabel_format(axis="y", style="sci", scilimits=(-2, 2), useOffset=False)
     for kind, marker in (("bbox", "o"), ("segm", "s")):
         points = [(r["iter"], r["eval"][kind]["AP"]) for r in evals if kind in r["eval"]]
         if points:
             axes[2].plot(*zip(*points), marker=marker, label=f"{kind} AP")
+    axes[2].set_xlim(axes[0].get_xlim())  # same iterations as the losses, even for one point
     axes[2].set_title("val COCO AP" if evals else "val COCO AP (no evaluation logged)")
     axes[2].set_ylim(0, 1)
     if evals:

@@ -101,7 +101,7 @@ for name, f in features.items():
 # %%
 from blendmask_edu.data.batching import padded_size
 
-for H, W in [(128, 128), (800, 1216)]:
+for H, W in [(128, 128), (800, 1199)]:  # a shapes image; a COCO image resized to 800
     Hp, Wp = padded_size([(H, W)], 32)
     print(f"image {H}×{W} (padded {Hp}×{Wp}):")
     total = 0
@@ -137,9 +137,11 @@ for ax in axes:
     ax.set_axis_off()
 
 # %% [markdown]
-# P3 (stride 8) still outlines individual shapes; P4 and P5 respond to whole objects and
-# groups; P6 and P7 are a few cells for the whole image, enough for boxes as large as the
-# image. Notebook 03 shows which objects each level is made responsible for.
+# P3 (16×16 cells) shows where the objects are, with the star and ring apart from the
+# triangle; P4 and P5 answer with one blob per object or group; P6 and P7 are a few cells
+# for the whole image, enough for boxes as large as the image. The small cross at the top
+# right barely shows anywhere: it is about one P3 cell wide. Notebook 03 shows which
+# objects each level is made responsible for.
 #
 # ## Summary
 # - `timm.create_model(name, features_only=True)` turns a classifier into a feature

@@ -89,17 +89,24 @@ plot_levels(image, t.gt_index[0], sizes, cfg.strides, "matched GT instance of ea
             categorical=True);
 
 # %% [markdown]
-# Each coloured cell is a positive, its colour the instance it must predict. Small shapes
-# are positives on P3 only, large ones on P4 or P5; P6 and P7 stay empty on 128×128 images
-# with these ranges. Only cells near a box centre are positives.
+# Each coloured cell is a positive, its colour the instance (and box) it must predict.
+# Small shapes are positives on P3, larger ones on P4 or P5; P6 and P7 stay empty on
+# 128×128 images with these ranges. One object can be a positive on two levels (the green
+# triangle, the purple circle): the level is chosen per *location*, by the distance to its
+# farthest side, and that distance differs from cell to cell.
 #
-# Without center sampling every cell inside the box (at the right level) would be a
-# positive, including cells on the background at a box's corner — or on another object:
+# Center sampling matters little here: a level's objects are only a few of its strides
+# wide, so the radius of 1.5 strides already reaches every cell of the box (this image has
+# the same positives with the whole box). On COCO images, where a box spans many strides,
+# it removes the cells at box corners, often on background or on another object. A
+# smaller radius shows what the center region does:
 
 # %%
 wide = fcos_targets(locations, level, [target], cfg.strides, cfg.sizes_of_interest, 100.0)
-print("positives, radius 1.5:", int((t.labels > 0).sum()), "  whole box:", int((wide.labels > 0).sum()))
-plot_levels(image, wide.gt_index[0], sizes, cfg.strides, "without center sampling",
+narrow = fcos_targets(locations, level, [target], cfg.strides, cfg.sizes_of_interest, 0.5)
+for name, tt in (("radius 0.5", narrow), ("radius 1.5", t), ("whole box", wide)):
+    print(f"{name:10s}: {int((tt.labels > 0).sum())} positives")
+plot_levels(image, narrow.gt_index[0], sizes, cfg.strides, "center sampling with radius 0.5",
             boxes=target["boxes"], categorical=True);
 
 # %% [markdown]
@@ -187,26 +194,33 @@ from blendmask_edu.modeling.fcos.inference import detect_image
 
 args = (fo["cls_logits"][0], fo["box_reg"][0], fo["centerness"][0], fo["locations"],
         fo["loc_stride"], fo["level_sizes"], out["image_sizes"][0])
-no_nms = detect_image(*args, dataclasses.replace(cfg, nms_thresh=1.0))
+no_nms = detect_image(*args, dataclasses.replace(cfg, nms_thresh=1.0, max_detections=10_000))
+nms = detect_image(*args, dataclasses.replace(cfg, max_detections=10_000))
 final = detect_image(*args, cfg)
-print("candidates above 0.05:", int((fo["cls_logits"][0].sigmoid() > cfg.score_thresh).sum()))
-print("after decoding, before NMS:", len(no_nms["boxes"]), " after NMS:", len(final["boxes"]))
+print("(location, class) pairs above 0.05:", int((fo["cls_logits"][0].sigmoid() > cfg.score_thresh).sum()))
+print("boxes before NMS:", len(no_nms["boxes"]), "  after NMS:", len(nms["boxes"]),
+      f"  kept (the best {cfg.max_detections}):", len(final["boxes"]))
 describe("detections: boxes", final["boxes"])
 describe("detections: loc_index", final["loc_index"])
 
-fig, axes = plt.subplots(1, 2, figsize=(8, 4), layout="constrained")
+fig, axes = plt.subplots(1, 2, figsize=(9, 4.2), layout="constrained")
 for ax, d, name in ((axes[0], no_nms, "before NMS"), (axes[1], final, "after NMS")):
     ax.imshow(image.permute(1, 2, 0))
-    keep = d["scores"] > 0.3
-    for (x0, y0, x1, y1), s in zip(d["boxes"][keep].tolist(), d["scores"][keep].tolist()):
-        ax.add_patch(plt.Rectangle((x0, y0), x1 - x0, y1 - y0, fill=False,
-                                   color=plt.cm.autumn(1 - s), lw=1.2))
-    ax.set_title(f"{name}: {int(keep.sum())} boxes with score > 0.3", fontsize=9)
+    keep = d["scores"] > 0.4
+    for (x0, y0, x1, y1), c in zip(d["boxes"][keep].tolist(), d["labels"][keep].tolist()):
+        ax.add_patch(plt.Rectangle((x0, y0), x1 - x0, y1 - y0, fill=False, lw=1.4,
+                                   color=plt.cm.tab10(c - 1), label=tm.class_names[c - 1]))
+    ax.set_title(f"{name}: {int(keep.sum())} boxes with score > 0.4", fontsize=9)
     ax.set_axis_off()
+handles = {h.get_label(): h for h in axes[0].patches}  # one legend entry per class
+fig.legend(handles.values(), handles.keys(), loc="outside right center", fontsize=8,
+           title="predicted class", title_fontsize=8);
 
 # %% [markdown]
 # Before NMS each object is found by several neighbouring locations; NMS keeps the best of
-# each cluster. Every detection remembers the location that predicted it (`loc_index`):
+# each cluster. It is *class-wise*: two boxes on the same object with different classes
+# (the model is unsure whether it sees a circle or a star) both survive, and the
+# lower-scoring one costs little in COCO AP. Every detection remembers the location that predicted it (`loc_index`):
 # the mask branch reads that location's attention (notebook 05).
 #
 # ## Summary
@@ -219,17 +233,20 @@ for ax, d, name in ((axes[0], no_nms, "before NMS"), (axes[1], final, "after NMS
 #   $\sqrt{\mathrm{cls}\cdot\mathrm{ctr}}$.
 #
 # ## Exercises
-# 1. A 50×50 box: which level is responsible for the location at its centre, with the
-#    `shapes` preset's ranges? Check with `fcos_targets`.
+# 1. A 50×50 box centred on the P4 location (72, 72): compute $(l^*, t^*, r^*, b^*)$ there
+#    and say which level's range fits. Then ask `fcos_targets` which locations are
+#    positives for this box. Why are there positives on two levels?
 # 2. Count the positives of this image with `center_sample_radius` 0.5, 1.5 and 3.
 # 3. How many detections of this image remain with `score_thresh=0.3`?
 
 # %% solution
-# 1. At the centre max(l*, t*, r*, b*) = 25, in [16, 32]: P4 — not P5, although the box is
-#    50 pixels wide. The level depends on the distance to the farthest side.
-box = {"boxes": torch.tensor([[39.0, 39.0, 89.0, 89.0]]), "labels": torch.tensor([1])}
+# 1. At the centre l* = t* = r* = b* = 25, in P4's range [16, 32]. But the P5 cells at
+#    (48, 48), (80, 48), ... are also inside the center region, and from there the farthest
+#    side is 33–49 pixels away: P5's range. The level is decided per location.
+box = {"boxes": torch.tensor([[47.0, 47.0, 97.0, 97.0]]), "labels": torch.tensor([1])}
 t1 = fcos_targets(locations, level, [box], cfg.strides, cfg.sizes_of_interest, 1.5)
-print("levels of the positives:", sorted({int(level[i]) + 3 for i in (t1.labels[0] > 0).nonzero()[:, 0]}))
+for i in (t1.labels[0] > 0).nonzero()[:, 0].tolist():
+    print(f"P{int(level[i]) + 3} location {locations[i].tolist()}: l*, t*, r*, b* = {t1.reg[0, i].tolist()}")
 
 # %% solution
 # 2. A larger radius gives more positives per object, until the whole box is used.

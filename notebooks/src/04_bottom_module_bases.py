@@ -101,10 +101,14 @@ plot_bases(images, [m["bases"] for m in run["masks"]]);
 # What to notice (notebook 09 measures it):
 # - the bases are not masks of objects: they are signed maps over the whole image, and
 #   every object is covered by all four;
-# - they follow the objects — edges and interiors of the shapes stand out — but a basis
-#   does not pick one class: it responds to many shapes at once;
-# - the backgrounds' colour gradients and noise, which vary a lot between images, leave
-#   little trace: the bases are mostly about where shapes are and where their borders run.
+# - they follow the objects. Bases 1 and 2 are red (positive) inside many shapes — the
+#   triangle in the second row, the two circles in the third — with thin blue lines just outside their
+#   borders; bases 3 and 4 are blue almost everywhere, darkest along outlines and on small
+#   shapes;
+# - no basis belongs to a class: the same basis is red inside triangles, circles and
+#   squares;
+# - not everything is about objects: basis 1 in the first row has red patches in two background
+#   corners, and every basis carries some speckle from the noisy backgrounds.
 #
 # Each basis on its own, with the image under it — move the sliders (in Jupyter; on GitHub
 # you see the first image and basis 1):

@@ -115,11 +115,11 @@ for ax in axes.flat:
 # %% [markdown]
 # Each 14×14 map covers the detection's box, whatever its size. The softmax splits the
 # box into regions, and each region is given (mostly) to one basis. Which basis gets which
-# region is learned. In this model the partition is strongly *spatial*: a centre region, a
-# ring around it, an outer ring and the box border, nearly the same for every detection —
-# the attention carries a prior about where in a box the object lies, and the bases
-# (cropped to the box) carry the shape. Notebook 09 checks how much the attention differs
-# between detections.
+# region is learned. In this model the partition is *concentric*: the centre of the box
+# goes to basis 1, a ring around it to basis 2, an outer ring to basis 3 and the border to
+# basis 4 — for the ring, the triangle and the yellow ring alike. The attention carries a
+# prior about where in its box an object lies; the shape comes from the bases cropped to
+# the box (notebook 06).
 #
 # Which basis wins at each position (argmax over K), for the ten best detections:
 
@@ -137,6 +137,12 @@ cbar.ax.set_ylim(-0.5, 3.5)
 cbar.ax.set_yticklabels([f"basis {k + 1}" for k in range(4)]);
 
 # %% [markdown]
+# The layout is the same for every detection, but not the sizes: the rings of bases 2 and 3
+# are wider or narrower, rounder or squarer from one detection to the next (compare #3 and
+# #7). That is where the attention adapts to its object. Notebook 09 measures how much it
+# varies over the whole val set.
+
+# %% [markdown]
 # ## Summary
 # - The top layer is one 3×3 conv on FCOS' box tower with $K \cdot M \cdot M$ outputs per
 #   location; a detection uses the attention at the location that found it.
@@ -147,7 +153,7 @@ cbar.ax.set_yticklabels([f"basis {k + 1}" for k in range(4)]);
 #
 # ## Exercises
 # 1. How many parameters does the top layer have for M = 7 and M = 28 (the paper's
-#    ablation, Table 2)? Why does it grow so fast?
+#    ablations)? Why does it grow so fast?
 # 2. Check that the softmax over K sums to 1 at every position of a detection's attention.
 # 3. From which levels did the 20 best detections of this image come? Compare with the
 #    sizes of their boxes.

@@ -193,11 +193,18 @@ plot_detection_blending(image, det["boxes"][i], inter, f"#{i}: {name} {float(det
 # products (row 4) are the crops with everything outside each basis' region switched
 # off; their sum (right) is the mask logits.
 #
+# This detection is the red ring. The attention splits its box into zones: the centre
+# takes basis 1, whose crop is negative in the ring's hole; the two rings around it take
+# bases 2 and 3, whose crops are positive along the ring's right arc; the border takes
+# basis 4, negative everywhere. The sum is a ring. But the GT is only the *visible* part
+# of the red ring — the purple ring covers its left side — and the predicted mask covers
+# the hidden part too: after a few CPU minutes the model has not learned occlusion yet.
+#
 # ## 3. Bilinear or nearest?
 #
-# The paper upsamples the attention bilinearly and reports that nearest-neighbour
-# upsampling is worse (§4.1, the interpolation ablation): with nearest, each attention
-# cell becomes a $\frac{R}{M} \times \frac{R}{M}$ block, and the block edges show in the mask.
+# The paper upsamples the attention bilinearly; its ablations compare bilinear with
+# nearest-neighbour upsampling, and bilinear wins. With nearest, each attention cell becomes
+# a $\frac{R}{M} \times \frac{R}{M}$ block, and the block edges show in the mask.
 
 # %%
 nearest = blend(mb["basis_crops"], mb["attention"], "nearest")
