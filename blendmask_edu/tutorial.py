@@ -50,7 +50,7 @@ def pick(fast, full):
 
 
 def device() -> torch.device:
-    """The GPU in full mode when there is one; the CPU otherwise."""
+    """Where the shared model trains: the GPU in full mode when there is one, else the CPU."""
     return torch.device("cuda" if full_mode() and torch.cuda.is_available() else "cpu")
 
 
@@ -145,8 +145,10 @@ class TutorialModel(NamedTuple):
     run_dir: Path  # config.json, metrics.jsonl, checkpoint_last.pt, eval.json
 
 
-def cached_model(map_location=None) -> TutorialModel:
-    """The trained shapes BlendMask the notebooks share: trained on first use, then loaded."""
+def cached_model(map_location="cpu") -> TutorialModel:
+    """The trained shapes BlendMask the notebooks share: trained on first use (on the GPU in
+    full mode when there is one), then loaded — on the CPU by default, where the notebooks
+    look at it (128×128 images need no GPU, and matplotlib wants CPU tensors)."""
     import json
 
     from .engine.checkpoint import model_from_checkpoint
@@ -165,7 +167,7 @@ def cached_model(map_location=None) -> TutorialModel:
         _make_once(run_dir, lambda p: train(cfg, train_dir, val_dir, p, progress=False))
     else:
         print(f"using the model trained earlier: {run_dir}")
-    model, cfg, categories = model_from_checkpoint(run_dir / CHECKPOINT, map_location or device())
+    model, cfg, categories = model_from_checkpoint(run_dir / CHECKPOINT, map_location)
     metrics = json.loads((run_dir / "eval.json").read_text())
     iters = [json.loads(ln) for ln in (run_dir / "metrics.jsonl").read_text().splitlines()]
     last = max(r["iter"] for r in iters)
