@@ -2,8 +2,13 @@
 
 blendmask-edu make-shapes OUT_DIR --num-images N --image-size S --seed K
 blendmask-edu train --preset NAME --train DATA --val DATA --output-dir RUN [...]
-blendmask-edu evaluate --checkpoint CKPT --data DATA [--output JSON]
+blendmask-edu evaluate (--checkpoint CKPT | --predictions JSON) --data DATA [--output JSON]
+                       [--per-category]
 blendmask-edu predict --checkpoint CKPT IMAGE... --output-dir D
+blendmask-edu compare --preset NAME --train DATA --val DATA --output-dir D [...]
+blendmask-edu check-data DATA [--overlays OUT_DIR] [--num N]
+blendmask-edu import-labelme SRC_DIR OUT_DIR [--labels a,b,c]
+blendmask-edu plot RUN_DIR
 blendmask-edu demo [--output-dir runs/demo]
 """
 
@@ -15,7 +20,7 @@ import os
 import sys
 from pathlib import Path
 
-from .config import get_preset
+from .config import MASK_BRANCHES, get_preset
 
 
 def cmd_make_shapes(args) -> None:
@@ -62,14 +67,19 @@ def cmd_evaluate(args) -> None:
     from .data.coco import CocoInstances
     from .data.transforms import build_transforms
     from .engine.checkpoint import model_from_checkpoint
-    from .engine.evaluate import evaluate_model
+    from .engine.evaluate import evaluate_model, evaluate_predictions_file
     from .engine.trainer import resolve_device
 
-    device = resolve_device(args.device)
-    model, cfg, _ = model_from_checkpoint(args.checkpoint, device)
-    dataset = CocoInstances(args.data, build_transforms(cfg.data, train=False))
-    results = evaluate_model(model, dataset, device)
+    if args.predictions:
+        results = evaluate_predictions_file(args.predictions, CocoInstances(args.data))
+    else:
+        device = resolve_device(args.device)
+        model, cfg, _ = model_from_checkpoint(args.checkpoint, device)
+        dataset = CocoInstances(args.data, build_transforms(cfg.data, train=False))
+        results = evaluate_model(model, dataset, device)
     print_metrics(results)
+    if args.per_category:
+        print(per_category_table(results["per_category"]))
     if args.output:
         Path(args.output).write_text(json.dumps(results, indent=2) + "\n")
 
@@ -80,6 +90,85 @@ def cmd_predict(args) -> None:
     predict_images(args.checkpoint, args.images, args.output_dir, args.device, args.score_thresh)
 
 
+def cmd_compare(args) -> None:
+    from .engine.compare import parse_branches, run_compare
+
+    run_compare(
+        args.preset,
+        args.train,
+        args.val,
+        args.output_dir,
+        branches=parse_branches(args.mask_branches or ("blender" if args.sweep else ZOO_CHOICES)),
+        seeds=parse_seeds(args.seeds),
+        max_iters=args.max_iters,
+        time_budget_min=args.time_budget_min,
+        sweep=args.sweep,
+        device=args.device,
+    )
+
+
+ZOO_CHOICES = "blender,yolact,fcis,roi"
+
+
+def parse_seeds(text: str) -> list[int]:
+    try:
+        seeds = [int(s) for s in text.split(",") if s.strip()]
+    except ValueError:
+        raise ValueError(
+            f"--seeds {text!r}: write integers separated by commas, e.g. 0,1,2"
+        ) from None
+    if not seeds:
+        raise ValueError("--seeds: give at least one seed")
+    return seeds
+
+
+def cmd_check_data(args) -> int:
+    from .data.check_data import check_dataset, format_report
+
+    report = check_dataset(args.data)
+    print(format_report(report))
+    if args.overlays:
+        from .data.coco import load_coco_json
+        from .viz.gt_overlay import save_gt_overlays
+
+        with_problems = [p.image_id for p in report.problems if p.image_id is not None]
+        paths = save_gt_overlays(
+            load_coco_json(report.json_path),
+            report.json_path,
+            report.image_root,
+            args.overlays,
+            args.num,
+            with_problems,
+        )
+        print(f"wrote {len(paths)} ground-truth overlays to {args.overlays}")
+    return 1 if report.errors else 0
+
+
+def cmd_import_labelme(args) -> None:
+    from .data.labelme import import_labelme
+
+    labels = None
+    if args.labels:
+        path = Path(args.labels)
+        text = path.read_text() if path.is_file() else args.labels.replace(",", "\n")
+        labels = [line.strip() for line in text.splitlines() if line.strip()]
+    report = import_labelme(args.src_dir, args.out_dir, labels)
+    for note in report.skipped:
+        print(f"warning: {note}")
+    names = ", ".join(f"{c['id']} {c['name']}" for c in report.categories)
+    print(
+        f"wrote {report.json_path}: {report.num_images} images, {report.num_instances} "
+        f"instances, categories {names}; {len(report.skipped)} shapes/files skipped"
+    )
+    print(f"next: blendmask-edu check-data {args.out_dir} --overlays {args.out_dir}/overlays")
+
+
+def cmd_plot(args) -> None:
+    from .viz.curves import save_curves
+
+    print(f"wrote {save_curves(args.run_dir)}")
+
+
 def cmd_demo(args) -> None:
     from .demo import run_demo
 
@@ -87,9 +176,25 @@ def cmd_demo(args) -> None:
 
 
 def print_metrics(results: dict) -> None:
-    for kind, metrics in results.items():
-        numbers = "  ".join(f"{k} {v:.3f}" for k, v in metrics.items())
-        print(f"{kind:5s} {numbers}")
+    for kind in ("bbox", "segm"):
+        if kind in results:
+            numbers = "  ".join(f"{k} {v:.3f}" for k, v in results[kind].items())
+            print(f"{kind:5s} {numbers}")
+
+
+def per_category_table(per_category: dict) -> str:
+    """One row per category: GT instances, then AP, AP50, APs, APm, APl per IoU type."""
+    kinds = [k for k in ("bbox", "segm") if any(k in row for row in per_category.values())]
+    metrics = ("AP", "AP50", "APs", "APm", "APl")
+    width = max([len(name) for name in per_category] + [8])
+    head = f"{'category':{width}s} {'GT':>5s}" + "".join(
+        f"  {kind + ' ' + m:>9s}" for kind in kinds for m in metrics
+    )
+    rows = [head, "-" * len(head)]
+    for name, row in per_category.items():
+        numbers = "".join(f"  {row[kind][m]:9.3f}" for kind in kinds for m in metrics)
+        rows.append(f"{name:{width}s} {row['instances']:5d}{numbers}")
+    return "\n".join(rows) + "\n(-1: no ground truth of that category in that size range)"
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -108,7 +213,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--train", required=True, help="DIR (DIR/annotations.json) or a COCO JSON")
     s.add_argument("--val", default=None)
     s.add_argument("--output-dir", required=True)
-    s.add_argument("--mask-branch", choices=["blender", "none"], default=None)
+    s.add_argument("--mask-branch", choices=MASK_BRANCHES, default=None)
     s.add_argument("--max-iters", type=int, default=None)
     s.add_argument("--time-budget-min", type=float, default=None)
     s.add_argument("--batch-size", type=int, default=None)
@@ -121,10 +226,13 @@ def build_parser() -> argparse.ArgumentParser:
     w.add_argument("--no-pretrained", action="store_true", help="train the backbone from scratch")
     s.set_defaults(func=cmd_train)
 
-    s = sub.add_parser("evaluate", help="COCO AP of a checkpoint on a dataset")
-    s.add_argument("--checkpoint", required=True)
+    s = sub.add_parser("evaluate", help="COCO AP of a checkpoint (or a results file) on data")
+    w = s.add_mutually_exclusive_group(required=True)
+    w.add_argument("--checkpoint")
+    w.add_argument("--predictions", help="a COCO results JSON (e.g. predict's) to score")
     s.add_argument("--data", required=True)
     s.add_argument("--output", default=None)
+    s.add_argument("--per-category", action="store_true", help="print AP per category")
     s.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
     s.set_defaults(func=cmd_evaluate)
 
@@ -135,6 +243,46 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--score-thresh", type=float, default=0.5)
     s.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
     s.set_defaults(func=cmd_predict)
+
+    s = sub.add_parser("compare", help="train and score several mask branches alike")
+    s.add_argument("--preset", default="shapes")
+    s.add_argument("--train", required=True, help="DIR (DIR/annotations.json) or a COCO JSON")
+    s.add_argument("--val", required=True)
+    s.add_argument("--output-dir", required=True)
+    s.add_argument(
+        "--mask-branches", default=None, help=f"default {ZOO_CHOICES} (blender with --sweep)"
+    )
+    budget = s.add_mutually_exclusive_group()
+    budget.add_argument("--max-iters", type=int, default=None, help="iterations per run")
+    budget.add_argument("--time-budget-min", type=float, default=None, help="minutes per run")
+    s.add_argument("--seeds", default="0", help="e.g. 0,1,2 (mean ± std over seeds)")
+    s.add_argument(
+        "--sweep",
+        default=None,
+        help="one blender knob: K=1,2,4,8 | M=7,14,28 | R=.. | interpolation=bilinear,nearest",
+    )
+    s.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
+    s.set_defaults(func=cmd_compare)
+
+    s = sub.add_parser("check-data", help="every problem of a COCO set at once, and statistics")
+    s.add_argument("data", help="DIR (DIR/annotations.json) or a COCO JSON")
+    s.add_argument("--overlays", default=None, help="folder for ground-truth overlay PNGs")
+    s.add_argument(
+        "--num", type=int, default=8, help="number of overlays (images with problems first)"
+    )
+    s.set_defaults(func=cmd_check_data)
+
+    s = sub.add_parser("import-labelme", help="labelme JSON files → a COCO instances set")
+    s.add_argument("src_dir")
+    s.add_argument("out_dir", help="new folder: OUT_DIR/annotations.json + OUT_DIR/images/")
+    s.add_argument(
+        "--labels", default=None, help="category order: 'a,b,c' or a file, one name a line"
+    )
+    s.set_defaults(func=cmd_import_labelme)
+
+    s = sub.add_parser("plot", help="RUN_DIR/curves.png: train/val losses, lr, AP")
+    s.add_argument("run_dir")
+    s.set_defaults(func=cmd_plot)
 
     s = sub.add_parser("demo", help="shapes data → train BlendMask → COCO AP → pictures")
     s.add_argument("--output-dir", default="runs/demo")
@@ -147,14 +295,14 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        args.func(args)
+        code = args.func(args)  # None or an exit code (check-data: 1 when it found errors)
     except (ValueError, OSError, RuntimeError) as err:  # bad data, files, NaN loss, offline...
         if os.environ.get("BLENDMASK_EDU_DEBUG"):
             raise
         print(f"error: {err}", file=sys.stderr)
         print("(set BLENDMASK_EDU_DEBUG=1 for the full traceback)", file=sys.stderr)
         return 1
-    return 0
+    return code or 0
 
 
 if __name__ == "__main__":

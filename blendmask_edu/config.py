@@ -87,13 +87,57 @@ class BlenderConfig:
     max_instances_for_loss: int = -1  # cap on positives per batch in the mask loss; -1 = off
 
 
+# The fusion zoo: other ways to turn shared features into masks, compared with the blender on
+# the same detector. YOLACT and FCIS read their maps from the bottom module configured by
+# `BlenderConfig.bottom_*` (only the fusion differs); all branches learn from the same
+# proposals: the GT boxes of FCOS' positive locations, capped by `max_instances_for_loss`.
+
+
+@dataclass
+class YolactConfig:
+    """YOLACT-style "weighted sum" (Bolya et al., ICCV 2019): k prototypes, k coefficients."""
+
+    num_prototypes: int = 32  # k, as in YOLACT
+    mask_loss_weight: float = 1.0
+
+
+@dataclass
+class FCISConfig:
+    """FCIS-style "assembler" (Li et al., CVPR 2017): k×k position-sensitive score maps."""
+
+    k: int = 7  # k×k cells per RoI (FCIS uses 7×7)
+    R: int = 56  # assembled mask resolution, as the blender's R
+    mask_loss_weight: float = 1.0
+
+
+@dataclass
+class RoIHeadConfig:
+    """Mask R-CNN-style top-down head (He et al., ICCV 2017) on FCOS' boxes."""
+
+    in_levels: tuple[str, ...] = ("p3", "p4", "p5")
+    pooler_size: int = 14  # RoIAlign output, 14×14
+    num_convs: int = 4
+    channels: int = 256
+    class_agnostic: bool = False  # one mask per class (Mask R-CNN) or one per box
+    # FPN level of a box of size s: ⌊canonical_level + log2(s / canonical_scale)⌋ (FPN Eq. 1).
+    canonical_scale: int = 224
+    canonical_level: int = 4
+    mask_loss_weight: float = 1.0
+
+
+MASK_BRANCHES = ("blender", "yolact", "fcis", "roi", "none")
+
+
 @dataclass
 class ModelConfig:
     backbone: BackboneConfig = field(default_factory=BackboneConfig)
     fpn: FPNConfig = field(default_factory=FPNConfig)
     fcos: FCOSConfig = field(default_factory=FCOSConfig)
-    mask_branch: str = "blender"  # "blender" | "none" (the detector alone)
+    mask_branch: str = "blender"  # one of MASK_BRANCHES; "none" = the detector alone
     blender: BlenderConfig = field(default_factory=BlenderConfig)
+    yolact: YolactConfig = field(default_factory=YolactConfig)
+    fcis: FCISConfig = field(default_factory=FCISConfig)
+    roi: RoIHeadConfig = field(default_factory=RoIHeadConfig)
     # ImageNet statistics; images enter the model in [0, 1] and are normalised inside it.
     pixel_mean: tuple[float, float, float] = (0.485, 0.456, 0.406)
     pixel_std: tuple[float, float, float] = (0.229, 0.224, 0.225)
@@ -108,7 +152,10 @@ class DataConfig:
     hflip_prob: float = 0.5
     vflip_prob: float = 0.0  # only where a flipped object keeps its class (the shapes do)
     size_divisibility: int = 32  # batches are padded to a multiple of this
-    num_workers: int = 2
+    num_workers: int = -1  # DataLoader workers; −1 = auto (0 on CPU, up to 8 on CUDA)
+    # Decode the training set once and keep it in RAM (uint8) when it needs at most this much;
+    # larger sets are decoded at every read. 0 = never.
+    cache_ram_mb: int = 2048
 
 
 @dataclass
@@ -202,6 +249,9 @@ def shapes_preset() -> Config:
                 pre_nms_topk=200,
             ),
             blender=BlenderConfig(K=4, M=14, R=28, bottom_channels=64, bottom_num_convs=2),
+            fcis=FCISConfig(k=7, R=28),
+            # FPN width; the canonical scale shrinks with the sizes of interest (÷4, 128-px images)
+            roi=RoIHeadConfig(channels=64, canonical_scale=56),
         ),
         data=DataConfig(
             train_min_sizes=(128,),
@@ -209,7 +259,6 @@ def shapes_preset() -> Config:
             test_min_size=128,
             test_max_size=256,
             vflip_prob=0.5,  # every shape keeps its class upside down: free extra data
-            num_workers=0,
         ),
         optim=OptimConfig(
             name="adamw",

@@ -3,6 +3,7 @@
 `tiny_coco`: a three-image COCO dataset written into tmp_path, with category ids 3 and 7
 (non-contiguous, listed out of order), polygon / compressed RLE / uncompressed RLE masks, a
 crowd annotation, a grayscale image and a background (RGBA) image with no annotations.
+`real_coco`: a five-image real-world-like set (tests/realistic.py), written into tmp_path.
 """
 
 from __future__ import annotations
@@ -107,6 +108,13 @@ def make_tiny_coco(root: Path) -> TinyCoco:
 @pytest.fixture
 def tiny_coco(tmp_path) -> TinyCoco:
     return make_tiny_coco(tmp_path / "tiny_coco")
+
+
+@pytest.fixture
+def real_coco(tmp_path) -> Path:
+    from realistic import make_realistic_coco
+
+    return make_realistic_coco(tmp_path / "real_coco")
 
 
 @pytest.fixture(scope="session")

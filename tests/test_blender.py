@@ -6,6 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from helpers import instance_target
 
 from blendmask_edu.config import (
     BackboneConfig,
@@ -17,11 +18,11 @@ from blendmask_edu.config import (
 from blendmask_edu.modeling.attention import TopLayer
 from blendmask_edu.modeling.bases import semantic_targets
 from blendmask_edu.modeling.blender import blend, crop_bases
-from blendmask_edu.modeling.blendmask import BlendMaskBranch, mask_targets
+from blendmask_edu.modeling.blendmask import BlendMaskBranch
 from blendmask_edu.modeling.fcos import FCOS
 from blendmask_edu.modeling.fcos.head import compute_locations, level_of_locations
 from blendmask_edu.modeling.fcos.targets import fcos_targets
-from blendmask_edu.modeling.mask_branch import positive_instances
+from blendmask_edu.modeling.mask_branch import mask_targets, positive_instances
 from blendmask_edu.modeling.paste import paste_masks
 from blendmask_edu.modeling.segmenter import InstanceSegmenter
 
@@ -230,27 +231,6 @@ def test_top_layer_init():
 # ---------------------------------------------------------------------------------------
 # The branch: gradients, empty images
 # ---------------------------------------------------------------------------------------
-
-
-def box_mask(h: int, w: int, box) -> torch.Tensor:
-    m = torch.zeros(h, w, dtype=torch.uint8)
-    x0, y0, x1, y1 = box
-    m[y0:y1, x0:x1] = 1
-    return m
-
-
-def instance_target(boxes: list, labels: list, size=(64, 64)) -> dict:
-    if not boxes:
-        return {
-            "boxes": torch.zeros(0, 4),
-            "labels": torch.zeros(0, dtype=torch.long),
-            "masks": torch.zeros(0, *size, dtype=torch.uint8),
-        }
-    return {
-        "boxes": torch.tensor(boxes, dtype=torch.float32),
-        "labels": torch.tensor(labels),
-        "masks": torch.stack([box_mask(*size, b) for b in boxes]),
-    }
 
 
 def branch_step(targets: list[dict]):

@@ -33,8 +33,10 @@ def test_train_writes_the_contract_files(trained_run):
     for name in ("config.json", "metrics.jsonl", "checkpoint_last.pt", "eval.json"):
         assert (trained_run / name).is_file(), name
     results = json.loads((trained_run / "eval.json").read_text())
-    assert set(results) == {"bbox", "segm"}
+    assert set(results) == {"bbox", "segm", "per_category"}
     assert {"AP", "AP50", "AP75", "APs", "APm", "APl"} <= set(results["segm"])
+    assert set(results["per_category"]) == {"circle", "square", "triangle", "ring", "star", "cross"}
+    assert {"AP", "AP50", "APs", "APm", "APl"} <= set(results["per_category"]["ring"]["bbox"])
 
 
 def test_evaluate_prints_and_writes_metrics(trained_run, shapes_small, tmp_path, capsys):

@@ -244,7 +244,9 @@ def test_corrupt_image_fails_when_read(tiny_coco):
 def test_image_size_mismatch_fails_when_read(tiny_coco):
     dataset = CocoInstances(tiny_coco.root)
     Image.new("RGB", (24, 20)).save(tiny_coco.root / "images/c.png")  # JSON says 24x24
-    with pytest.raises(DatasetError, match=r"c\.png.*image id 5.*20x24.*images\[2\]"):
+    with pytest.raises(
+        DatasetError, match=r"c\.png: images\[2\]\.height/width \(image id 5\).*20x24"
+    ):
         _item(dataset, 5)
 
 
@@ -258,3 +260,37 @@ def test_dataset_loads_in_a_dataloader(tiny_coco):
     assert [im.shape[-2:] for im in images] == [(40, 60), (32, 48), (24, 24)]
     assert [t["image_id"] for t in targets] == [1, 2, 5]
     assert json.loads(tiny_coco.json_path.read_text()) == tiny_coco.data  # file untouched
+
+
+def test_cached_and_uncached_datasets_give_identical_samples(shapes_small):
+    from blendmask_edu.config import shapes_preset
+    from blendmask_edu.data.transforms import build_transforms
+    from blendmask_edu.engine.sampler import SeededAugmentation
+
+    transforms = build_transforms(shapes_preset().data, train=True)  # random flips
+    plain = SeededAugmentation(CocoInstances(shapes_small, transforms))
+    cached_set = CocoInstances(shapes_small, transforms)
+    assert cached_set.decoded_bytes() == sum(
+        64 * 64 * (3 + len(cached_set.load_target(i)["labels"])) for i in cached_set.image_ids
+    )
+    cached_set.decode_all(progress=False)
+    cached = SeededAugmentation(cached_set)
+    for epoch in range(2):  # the second epoch reads the cache, and must not see epoch 1's flips
+        for index in range(len(cached_set)):
+            item = (index, 1000 * epoch + index)
+            (a, ta), (b, tb) = plain[item], cached[item]
+            assert torch.equal(a, b)
+            for key in ("boxes", "labels", "masks", "size", "orig_size"):
+                assert torch.equal(ta[key], tb[key]), key
+
+
+def test_cache_decodes_each_image_once(shapes_small, monkeypatch):
+    dataset = CocoInstances(shapes_small, cache=True)
+    calls = []
+    real = CocoInstances.load_pixels
+    monkeypatch.setattr(
+        CocoInstances, "load_pixels", lambda self, i: calls.append(i) or real(self, i)
+    )
+    for _ in range(3):
+        dataset[0]
+    assert calls == [dataset.image_ids[0]]

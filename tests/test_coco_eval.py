@@ -126,3 +126,44 @@ def test_verbose_prints_cocoeval_summary(dataset, capsys):
     assert capsys.readouterr().out == ""
     _evaluate(dataset, gt_as_predictions(dataset), iou_types=("bbox",), verbose=True)
     assert "Average Precision" in capsys.readouterr().out
+
+
+# --- per category ------------------------------------------------------------------------
+
+
+def test_per_category_ap_by_name(real_coco):
+    dataset = CocoInstances(real_coco)  # car (id 2) 2, dog (id 5) 3, person (id 9) 3
+    predictions = gt_as_predictions(dataset)
+    for p in predictions:  # drop every dog (label 2): dog AP 0, the others still 1
+        keep = p["labels"] != 2
+        p.update({k: p[k][keep] for k in ("boxes", "scores", "labels", "masks")})
+    metrics = _evaluate(dataset, predictions, per_category=True)
+    per = metrics["per_category"]
+    assert list(per) == ["car", "dog", "person"]  # category id order
+    assert [per[n]["instances"] for n in per] == [2, 3, 3]  # crowd region not counted
+    for iou_type in ("bbox", "segm"):
+        assert per["car"][iou_type]["AP"] == pytest.approx(1.0)
+        assert per["person"][iou_type]["AP"] == pytest.approx(1.0)
+        assert per["dog"][iou_type]["AP"] == 0.0
+        assert per["dog"][iou_type]["APl"] == -1.0  # no large dog in the ground truth
+        assert per["car"][iou_type]["APl"] == pytest.approx(1.0)  # the 120×90 car
+        # the summary AP is the mean over the categories
+        mean = np.mean([per[n][iou_type]["AP"] for n in per])
+        assert metrics[iou_type]["AP"] == pytest.approx(mean)
+
+
+def test_evaluate_per_category_prints_a_table(real_coco, tmp_path, capsys):
+    from blendmask_edu.cli import main
+
+    dataset = CocoInstances(real_coco)
+    results = predictions_to_coco_results(gt_as_predictions(dataset), dataset.label_to_cat_id)
+    path = tmp_path / "predictions.json"
+    path.write_text(json.dumps(results["bbox"] + results["segm"]))
+    out = tmp_path / "eval.json"
+    assert main(["evaluate", "--predictions", str(path), "--data", str(real_coco),
+                 "--per-category", "--output", str(out)]) == 0  # fmt: skip
+    printed = capsys.readouterr().out
+    assert "diagnosis" not in printed  # AP is 1: nothing to explain
+    row = next(line for line in printed.splitlines() if line.startswith("dog"))
+    assert row.split()[:3] == ["dog", "3", "1.000"]
+    assert json.loads(out.read_text())["per_category"]["dog"]["segm"]["AP"] == pytest.approx(1)

@@ -441,6 +441,7 @@ def test_fcos_head_shapes_and_prior_bias(prior):
 
 def test_fcos_head_exp_when_targets_not_normalised():
     cfg = FCOSConfig(num_classes=2, num_convs=1, strides=(8,), norm_reg_targets=False)
+    torch.manual_seed(0)  # unseeded, about 1 draw in 75 strays past the 0.2 tolerance
     head = FCOSHead(cfg, in_channels=8)
     out = head([torch.randn(1, 8, 3, 3)])
     # Zero-bias, std-0.01 weights: exp(≈0) ≈ 1, strictly positive everywhere.

@@ -33,10 +33,10 @@ def test_resume_after_kill_matches_uninterrupted_run(shapes_small, tmp_path, mon
     # Kill the second run inside iteration 5 (after the checkpoint written at iteration 3).
     original_step = Trainer.step
 
-    def step_then_die(self, images, targets, it):
-        if it == 4:
+    def step_then_die(self, images, targets):
+        if self.scheduler.last_epoch == 4:  # the number of steps taken so far = the iteration
             raise Killed
-        return original_step(self, images, targets, it)
+        return original_step(self, images, targets)
 
     monkeypatch.setattr(Trainer, "step", step_then_die)
     with pytest.raises(Killed):
@@ -108,7 +108,7 @@ def test_checkpoint_write_is_atomic(tmp_path, monkeypatch):
 def test_training_writes_contract_files(shapes_small, tmp_path):
     cfg = tiny_config(max_iters=2, checkpoint_period=100, log_period=1)
     results = Trainer(cfg, shapes_small, shapes_small, tmp_path, progress=False).train()
-    assert set(results) == {"bbox", "segm"} and "AP" in results["segm"]
+    assert set(results) == {"bbox", "segm", "per_category"} and "AP" in results["segm"]
     assert json.loads((tmp_path / "eval.json").read_text()) == results
     assert json.loads((tmp_path / "config.json").read_text())["train"]["max_iters"] == 2
     rows = [json.loads(x) for x in (tmp_path / "metrics.jsonl").open()]

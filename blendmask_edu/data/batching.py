@@ -19,6 +19,11 @@ def collate(batch: list[tuple[torch.Tensor, dict]]) -> tuple[list[torch.Tensor],
     return images, targets
 
 
+def move_targets(targets: list[dict], device) -> list[dict]:
+    """Every tensor of every target dict onto `device` (image ids and such stay as they are)."""
+    return [{k: v.to(device) if torch.is_tensor(v) else v for k, v in t.items()} for t in targets]
+
+
 def padded_size(sizes: list[tuple[int, int]], size_divisibility: int = 32) -> tuple[int, int]:
     """The largest height and width in `sizes`, each rounded up to a multiple."""
     height = max(h for h, _ in sizes)

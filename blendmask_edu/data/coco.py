@@ -11,7 +11,8 @@ contiguous labels, so category ids are sorted and numbered 1..C (0 is left for b
 `cat_id_to_label` / `label_to_cat_id` translate both ways; evaluation uses the second one.
 
 Bad input fails early with a `DatasetError` that names the file and the field: the JSON
-structure is checked when the dataset is built, images and masks when an item is read.
+structure is checked when the dataset is built, images and masks when an item is read. The
+checks themselves live in `checks.py`, where `blendmask-edu check-data` runs all of them at once.
 """
 
 from __future__ import annotations
@@ -20,20 +21,19 @@ import contextlib
 import io
 import json
 from pathlib import Path
-from typing import NoReturn
 
 import numpy as np
-import pycocotools.mask as mask_utils
 import torch
-from PIL import Image
 from pycocotools.coco import COCO
 
-BOX_TOLERANCE = 1.0  # pixels a bbox may stick out of its image (rounding in annotation tools)
-
-
-class DatasetError(ValueError):
-    """A dataset file is missing, malformed, or disagrees with itself."""
-
+from .checks import (  # noqa: F401  (DatasetError, segmentation_to_mask: importable from here)
+    DatasetError,
+    decode_annotation,
+    json_problems,
+    raise_first_error,
+    read_image_file,
+    segmentation_to_mask,
+)
 
 # ---------------------------------------------------------------------------------------
 # Where the annotations and the images are
@@ -47,11 +47,11 @@ def resolve_dataset(path: str | Path) -> tuple[Path, Path]:
     means a COCO file whose `file_name`s resolve relative to the JSON's folder or its
     `images/` subfolder, whichever holds the first image.
     """
-    json_path = _json_path(path)
+    json_path = annotation_path(path)
     return json_path, _image_root(json_path, load_coco_json(json_path), Path(path).is_dir())
 
 
-def _json_path(path: str | Path) -> Path:
+def annotation_path(path: str | Path) -> Path:
     path = Path(path)
     if path.is_dir():
         path = path / "annotations.json"
@@ -60,10 +60,15 @@ def _json_path(path: str | Path) -> Path:
     return path
 
 
+def image_root_candidates(json_path: Path, is_dir: bool) -> list[Path]:
+    """The folders `file_name`s may be relative to, in the order they are tried."""
+    folder = json_path.parent
+    return [folder / "images"] if is_dir else [folder, folder / "images"]
+
+
 def _image_root(json_path: Path, data: dict, is_dir: bool) -> Path:
     """Pick the folder the `file_name`s are relative to, by looking for the first image."""
-    folder = json_path.parent
-    candidates = [folder / "images"] if is_dir else [folder, folder / "images"]
+    candidates = image_root_candidates(json_path, is_dir)
     if not data["images"]:
         return candidates[-1]
     file_name = data["images"][0]["file_name"]
@@ -94,150 +99,9 @@ def load_coco_json(json_path: Path) -> dict:
 
 
 def validate_coco(data: dict, json_path: Path) -> None:
-    """Raise `DatasetError` on the first inconsistency between images, categories, annotations."""
-
-    def fail(where: str, problem: str) -> NoReturn:
-        raise DatasetError(f"{json_path}: {where}: {problem}")
-
-    cat_ids = set()
-    for i, cat in enumerate(data["categories"]):
-        if not isinstance(cat, dict) or not isinstance(cat.get("id"), int) or "name" not in cat:
-            fail(f"categories[{i}]", "needs an integer 'id' and a 'name'")
-        if cat["id"] in cat_ids:
-            fail(f"categories[{i}].id", f"duplicate category id {cat['id']}")
-        cat_ids.add(cat["id"])
-    images = {}
-    for i, img in enumerate(data["images"]):
-        if not isinstance(img, dict) or not isinstance(img.get("id"), int):
-            fail(f"images[{i}].id", "missing or not an integer")
-        if img["id"] in images:
-            fail(f"images[{i}].id", f"duplicate image id {img['id']}")
-        if not isinstance(img.get("file_name"), str):
-            fail(f"images[{i}].file_name (image id {img['id']})", "missing or not a string")
-        for key in ("width", "height"):
-            if not isinstance(img.get(key), int) or img[key] <= 0:
-                fail(f"images[{i}].{key} (image id {img['id']})", "not a positive integer")
-        images[img["id"]] = img
-    ann_ids = set()
-    for i, ann in enumerate(data["annotations"]):
-        if not isinstance(ann, dict) or "id" not in ann:
-            fail(f"annotations[{i}].id", "missing")
-        if ann["id"] in ann_ids:
-            fail(f"annotations[{i}].id", f"duplicate annotation id {ann['id']}")
-        ann_ids.add(ann["id"])
-        where = f"annotations[{i}] (id {ann['id']})"
-        if ann.get("category_id") not in cat_ids:
-            cid = ann.get("category_id")
-            fail(f"{where}.category_id", f"{cid!r} is not in categories {sorted(cat_ids)}")
-        if ann.get("image_id") not in images:
-            fail(f"{where}.image_id", f"{ann.get('image_id')!r} is not an image id")
-        img = images[ann["image_id"]]
-        problem = _bbox_problem(ann.get("bbox"), img["height"], img["width"])
-        if problem:
-            fail(f"{where}.bbox", problem)
-        problem = _segmentation_problem(ann.get("segmentation"), img["height"], img["width"])
-        if problem:
-            fail(f"{where}.segmentation", problem)
-
-
-def _bbox_problem(bbox, height: int, width: int) -> str | None:
-    """Describe what is wrong with a COCO `[x, y, w, h]` box, or return None."""
-    if not (isinstance(bbox, list) and len(bbox) == 4 and all(map(_is_number, bbox))):
-        return f"expected [x, y, width, height] numbers, got {bbox!r}"
-    x, y, w, h = bbox
-    if w <= 0 or h <= 0:
-        return f"width and height must be positive, got {bbox}"
-    t = BOX_TOLERANCE
-    if x < -t or y < -t or x + w > width + t or y + h > height + t:
-        return f"{bbox} lies outside the {width}x{height} image"
-    return None
-
-
-def _is_number(x) -> bool:
-    return isinstance(x, (int, float)) and not isinstance(x, bool)
-
-
-def _is_polygon(poly) -> bool:
-    """A flat list [x1, y1, x2, y2, ...] of at least 3 points."""
-    return (
-        isinstance(poly, list)
-        and len(poly) >= 6
-        and len(poly) % 2 == 0
-        and all(map(_is_number, poly))
-    )
-
-
-def _segmentation_problem(seg, height: int, width: int) -> str | None:
-    """Cheap structural check of a polygon list or RLE dict (no decoding)."""
-    if isinstance(seg, list):
-        if not seg:
-            return "empty polygon list"
-        if not all(_is_polygon(poly) for poly in seg):
-            return "each polygon must be a flat list [x1, y1, x2, y2, ...] of >= 3 points"
-        return None
-    if isinstance(seg, dict) and "counts" in seg and "size" in seg:
-        counts = seg["counts"]
-        if seg["size"] != [height, width]:
-            return f"RLE size {seg['size']} differs from the image's [height, width]"
-        if isinstance(counts, list):
-            if not all(isinstance(c, int) and c >= 0 for c in counts):
-                return "uncompressed RLE counts must be non-negative integers"
-            if sum(counts) != height * width:
-                return f"uncompressed RLE counts sum to {sum(counts)}, not {height * width}"
-        elif not isinstance(counts, (str, bytes)):
-            return "RLE counts must be a list of run lengths or a compressed string"
-        return None
-    return "expected a list of polygons or an RLE dict with 'counts' and 'size'"
-
-
-# ---------------------------------------------------------------------------------------
-# Decoding masks
-# ---------------------------------------------------------------------------------------
-
-
-def segmentation_to_mask(seg, height: int, width: int) -> np.ndarray:
-    """Decode a COCO polygon list or RLE (compressed or not) into a uint8 mask `[H, W]`.
-
-    Raises ValueError with the reason when it does not decode.
-    """
-    problem = _segmentation_problem(seg, height, width)
-    if problem:
-        raise ValueError(problem)
-    if isinstance(seg, list):  # polygons → one RLE per polygon → their union
-        rle = mask_utils.merge(mask_utils.frPyObjects(seg, height, width))
-    elif isinstance(seg["counts"], list):  # uncompressed RLE → compressed
-        rle = mask_utils.frPyObjects(seg, height, width)
-    else:
-        rle = {"size": [height, width], "counts": seg["counts"]}
-        _check_rle_string(seg["counts"], height * width)
-    return mask_utils.decode(rle)  # [H, W] uint8
-
-
-def _check_rle_string(counts: str | bytes, num_pixels: int) -> None:
-    """Check that a compressed RLE string has non-negative runs covering every pixel once.
-
-    pycocotools decodes without checking bounds, so a corrupt string can yield garbage.
-    Format: each run length is written in 5-bit groups (char − 48), low bits first, 0x20
-    meaning "another group follows" and 0x10 in the last group the sign; from the third run
-    on, the value stored is the difference to the run two places before.
-    """
-    text = counts.decode("ascii") if isinstance(counts, bytes) else counts
-    runs: list[int] = []
-    value, shift = 0, 0
-    for char in text:
-        group = ord(char) - 48
-        if not 0 <= group < 64:
-            raise ValueError(f"invalid character {char!r} in compressed RLE")
-        value |= (group & 0x1F) << shift
-        shift += 5
-        if group & 0x20:
-            continue
-        if group & 0x10:  # negative: sign-extend
-            value -= 1 << shift
-        runs.append(value + (runs[-2] if len(runs) > 2 else 0))
-        value, shift = 0, 0
-    if shift or any(r < 0 for r in runs) or sum(runs) != num_pixels:
-        raise ValueError(f"compressed RLE does not cover the {num_pixels} pixels of the image")
+    """Raise `DatasetError` on the first inconsistency between images, categories, annotations
+    (the checks are in `checks.py`; `check-data` runs the same ones and reports them all)."""
+    raise_first_error(json_problems(data, json_path))
 
 
 # ---------------------------------------------------------------------------------------
@@ -253,8 +117,13 @@ class CocoInstances(torch.utils.data.Dataset):
     out of the targets (COCOeval still uses them, through `self.coco`, as ignore regions).
     """
 
-    def __init__(self, path: str | Path, transforms=None, validate: bool = True):
-        self.json_path = _json_path(path)
+    def __init__(
+        self, path: str | Path, transforms=None, validate: bool = True, cache: bool = False
+    ):
+        """`cache=True` keeps every image and target decoded in RAM (uint8) after its first
+        read, so PNG and RLE decoding happen once per run, not once per epoch; see
+        `decoded_bytes` and `decode_all`."""
+        self.json_path = annotation_path(path)
         data = load_coco_json(self.json_path)
         if validate:
             validate_coco(data, self.json_path)
@@ -278,37 +147,61 @@ class CocoInstances(torch.utils.data.Dataset):
         self.class_names = [c["name"] for c in self.categories]  # index = label − 1
         self.image_ids = [img["id"] for img in data["images"]]
         self.transforms = transforms
+        self.cache = cache
+        self._decoded: dict[int, tuple[torch.Tensor, dict]] = {}  # image id → (uint8, target)
 
     def __len__(self) -> int:
         return len(self.image_ids)
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, dict]:
         image_id = self.image_ids[index]
-        image = self.load_image(image_id)  # [3, H, W]
-        target = self.load_target(image_id)
+        if self.cache:
+            pixels, target = self.decoded(image_id)
+            image, target = pixels.float() / 255.0, dict(target)  # transforms make new tensors
+        else:
+            image = self.load_image(image_id)  # [3, H, W]
+            target = self.load_target(image_id)
         if self.transforms is not None:
             image, target = self.transforms(image, target)
         return image, target
 
+    def decoded(self, image_id: int) -> tuple[torch.Tensor, dict]:
+        """The image as uint8 [3, H, W] and its target, decoded on the first call only."""
+        if image_id not in self._decoded:
+            self._decoded[image_id] = (self.load_pixels(image_id), self.load_target(image_id))
+        return self._decoded[image_id]
+
+    def decoded_bytes(self) -> int:
+        """RAM that `cache=True` needs: H·W·(3 + non-crowd instances) bytes per image."""
+        total = 0
+        for image_id in self.image_ids:
+            info = self.coco.imgs[image_id]
+            n = sum(not a.get("iscrowd", 0) for a in self.coco.imgToAnns[image_id])
+            total += info["height"] * info["width"] * (3 + n)
+        return total
+
+    def decode_all(self, progress: bool = True) -> None:
+        """Decode every image now (before DataLoader workers fork, so they share it)."""
+        from tqdm.auto import tqdm
+
+        self.cache = True
+        for image_id in tqdm(self.image_ids, desc="decode", disable=not progress, leave=False):
+            self.decoded(image_id)
+
     def image_path(self, image_id: int) -> Path:
         return self.image_root / self.coco.imgs[image_id]["file_name"]
 
+    def load_pixels(self, image_id: int) -> torch.Tensor:
+        """Read an image file as uint8 RGB `[3, H, W]` and check its size."""
+        path, info = self.image_path(image_id), self.coco.imgs[image_id]
+        array, problem = read_image_file(path, info, self._image_index[image_id], self.json_path)
+        if problem:  # missing, unreadable, or not the size the JSON says
+            raise DatasetError(str(problem))
+        return torch.from_numpy(array.copy()).permute(2, 0, 1)  # [3, H, W] uint8
+
     def load_image(self, image_id: int) -> torch.Tensor:
         """Read an image file as float32 RGB `[3, H, W]` in [0, 1] and check its size."""
-        path, info = self.image_path(image_id), self.coco.imgs[image_id]
-        try:
-            with Image.open(path) as pil:
-                pil = pil.convert("RGB")  # grayscale, palette, RGBA → RGB
-        except Exception as e:  # missing, unreadable or corrupt file
-            raise DatasetError(f"{path} (image id {image_id}): cannot read image: {e}") from e
-        if (pil.height, pil.width) != (info["height"], info["width"]):
-            where = f"images[{self._image_index[image_id]}].height/width"
-            raise DatasetError(
-                f"{path} (image id {image_id}): file is {pil.height}x{pil.width} (HxW) but "
-                f"{self.json_path} {where} say {info['height']}x{info['width']}"
-            )
-        array = np.asarray(pil, dtype=np.uint8)  # [H, W, 3]
-        return torch.from_numpy(array.copy()).permute(2, 0, 1).float() / 255.0  # [3, H, W]
+        return self.load_pixels(image_id).float() / 255.0
 
     def load_target(self, image_id: int) -> dict:
         """Boxes, contiguous labels and masks of the non-crowd instances of one image."""
@@ -333,8 +226,8 @@ class CocoInstances(torch.utils.data.Dataset):
         }
 
     def _decode(self, ann: dict, height: int, width: int) -> np.ndarray:
-        try:
-            return segmentation_to_mask(ann["segmentation"], height, width)  # [H, W]
-        except (KeyError, ValueError, TypeError) as e:
-            where = f"annotations[{self._ann_index[ann['id']]}] (id {ann['id']}).segmentation"
-            raise DatasetError(f"{self.json_path}: {where}: does not decode: {e}") from e
+        """The mask `[H, W]`; a DatasetError if it does not decode or lies off its box."""
+        where = f"annotations[{self._ann_index[ann['id']]}] (id {ann['id']})"
+        mask, problems = decode_annotation(ann, height, width, where, self.json_path)
+        raise_first_error(problems)
+        return mask

@@ -12,7 +12,7 @@ what `predictions.json` holds) and `evaluate_coco` scores them:
     {"bbox": {"AP": .., "AP50": .., ..., "ARl": ..}, "segm": {...}}
 
 with COCO's 12 summary numbers, as fractions in [0, 1] (COCO writes -1 where a size range
-has no ground truth).
+has no ground truth), and on request the same per category (`per_category_metrics`).
 """
 
 from __future__ import annotations
@@ -90,37 +90,100 @@ def evaluate_coco(
     label_to_cat_id: dict[int, int],
     iou_types=("bbox", "segm"),
     verbose: bool = False,
-) -> dict[str, dict[str, float]]:
+    per_category: bool = False,
+) -> dict[str, dict]:
     """Run COCOeval for each IoU type; returns `{iou_type: {"AP": .., ..., "ARl": ..}}`.
 
     Only the images listed in `predictions` are evaluated (an image with no detections
     still counts, as long as its dict is there), so a subset of a dataset can be scored.
     No detections at all gives zeros (pycocotools cannot load an empty result list).
+    With `per_category`, the dict also has "per_category" (see `evaluate_results`).
     """
     _check_mask_sizes(coco_gt, predictions, iou_types)
     results = predictions_to_coco_results(predictions, label_to_cat_id, iou_types)
     image_ids = sorted({int(p["image_id"]) for p in predictions})
-    return {
-        iou_type: _run_cocoeval(coco_gt, results[iou_type], image_ids, iou_type, verbose)
-        for iou_type in iou_types
-    }
+    return evaluate_results(coco_gt, results, image_ids, verbose, per_category)
+
+
+def evaluate_results(
+    coco_gt: COCO,
+    results: dict[str, list[dict]],
+    image_ids: list[int],
+    verbose: bool = False,
+    per_category: bool = False,
+) -> dict[str, dict]:
+    """COCO metrics of results already in COCO's format (`{"bbox": [...], "segm": [...]}`,
+    e.g. read from a predictions.json). With `per_category`, adds
+
+        "per_category": {name: {"instances": n, "bbox": {"AP", "AP50", "AP75", "APs",
+                                 "APm", "APl"}, "segm": {...}}}
+
+    in category id order; −1 where the category has no GT (in that size range).
+    """
+    metrics, evaluators = {}, {}
+    for iou_type, entries in results.items():
+        metrics[iou_type], evaluators[iou_type] = _run_cocoeval(
+            coco_gt, entries, image_ids, iou_type, verbose
+        )
+    if per_category:
+        metrics["per_category"] = per_category_metrics(coco_gt, evaluators, image_ids)
+    return metrics
 
 
 def _run_cocoeval(
     coco_gt: COCO, results: list[dict], image_ids: list[int], iou_type: str, verbose: bool
-) -> dict[str, float]:
+) -> tuple[dict[str, float], COCOeval | None]:
     """COCOeval's evaluate → accumulate → summarize, its printing silenced unless verbose."""
     if not results:
-        return dict.fromkeys(STAT_NAMES, 0.0)
+        return dict.fromkeys(STAT_NAMES, 0.0), None
     output = contextlib.nullcontext() if verbose else contextlib.redirect_stdout(io.StringIO())
     with output:
-        coco_dt = coco_gt.loadRes(results)
+        coco_dt = coco_gt.loadRes([dict(r) for r in results])  # it adds keys to each entry
         evaluator = COCOeval(coco_gt, coco_dt, iouType=iou_type)
         evaluator.params.imgIds = image_ids
         evaluator.evaluate()
         evaluator.accumulate()
         evaluator.summarize()
-    return {name: float(value) for name, value in zip(STAT_NAMES, evaluator.stats)}
+    return {name: float(value) for name, value in zip(STAT_NAMES, evaluator.stats)}, evaluator
+
+
+# COCOeval.eval["precision"] is [T, R, K, A, M]: 10 IoU thresholds (.50:.05:.95) × 101 recall
+# points × K categories × 4 area ranges (all, small, medium, large) × 3 detection caps
+# (1, 10, 100), −1 where a category has no GT. AP = the mean of the entries > −1.
+PER_CATEGORY = {  # name → (IoU threshold index or None for all, area index)
+    "AP": (None, 0),
+    "AP50": (0, 0),
+    "AP75": (5, 0),
+    "APs": (None, 1),
+    "APm": (None, 2),
+    "APl": (None, 3),
+}
+
+
+def per_category_metrics(coco_gt: COCO, evaluators: dict, image_ids: list[int]) -> dict:
+    """Per category (by name): its number of GT instances and AP per IoU type."""
+    out = {}
+    names = [c["name"] for c in coco_gt.cats.values()]
+    for k, cat_id in enumerate(sorted(coco_gt.cats)):
+        name = coco_gt.cats[cat_id]["name"]
+        key = name if names.count(name) == 1 else f"{name} (id {cat_id})"
+        n = len(coco_gt.getAnnIds(imgIds=image_ids, catIds=[cat_id], iscrowd=False))
+        out[key] = {"instances": n}
+        for iou_type, evaluator in evaluators.items():
+            if evaluator is None:  # no detections at all
+                out[key][iou_type] = dict.fromkeys(PER_CATEGORY, 0.0 if n else -1.0)
+                continue
+            precision = evaluator.eval["precision"][:, :, k, :, -1]  # [T, R, A], 100 dets
+            out[key][iou_type] = {
+                metric: _mean_valid(precision[t if t is not None else slice(None), ..., a])
+                for metric, (t, a) in PER_CATEGORY.items()
+            }
+    return out
+
+
+def _mean_valid(precision: np.ndarray) -> float:
+    valid = precision[precision > -1]
+    return float(valid.mean()) if valid.size else -1.0
 
 
 def _check_mask_sizes(coco_gt: COCO, predictions: list[dict], iou_types) -> None:

@@ -1,13 +1,18 @@
-"""Run a model over a dataset and score it with COCO AP (box and, with masks, segm)."""
+"""Run a model over a dataset and score it with COCO AP (box and, with masks, segm), overall
+and per category; when AP is below 0.01, say why (`diagnose.py`)."""
 
 from __future__ import annotations
+
+import json
+from pathlib import Path
 
 import torch
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
 from ..data.batching import collate
-from .coco_eval import evaluate_coco
+from .coco_eval import evaluate_coco, evaluate_results, predictions_to_coco_results
+from .diagnose import diagnose, format_findings
 
 
 @torch.inference_mode()
@@ -29,12 +34,59 @@ def predict_dataset(model, dataset, device, batch_size: int = 8, progress: bool 
     return predictions
 
 
-def evaluate_model(model, dataset, device, batch_size: int = 8, progress: bool = True) -> dict:
-    """COCO metrics {"bbox": {...}, "segm": {...}} of `model` on `dataset` (a CocoInstances)."""
+def evaluate_model(
+    model, dataset, device, batch_size: int = 8, progress: bool = True, diagnose: bool = True
+) -> dict:
+    """COCO metrics {"bbox": {...}, "segm": {...}, "per_category": {...}} of `model` on
+    `dataset` (a CocoInstances). With `diagnose`, an AP below 0.01 prints what went wrong."""
     predictions = predict_dataset(model, dataset, device, batch_size, progress)
     has_masks = any("masks" in p for p in predictions) or _has_mask_branch(model)
     iou_types = ("bbox", "segm") if has_masks else ("bbox",)
-    return evaluate_coco(dataset.coco, predictions, dataset.label_to_cat_id, iou_types)
+    label_to_cat_id = dataset.label_to_cat_id
+    metrics = evaluate_coco(
+        dataset.coco, predictions, label_to_cat_id, iou_types, per_category=True
+    )
+    if diagnose:
+        results = predictions_to_coco_results(predictions, label_to_cat_id, iou_types)
+        detector = getattr(getattr(model, "module", model), "fcos", None)
+        score_thresh = detector.cfg.score_thresh if detector is not None else None
+        print_diagnosis(dataset.coco, results, metrics, score_thresh)
+    return metrics
+
+
+def print_diagnosis(coco_gt, results: dict, metrics: dict, score_thresh=None) -> None:
+    """For each IoU type with AP < 0.01: the findings of `diagnose` on its results."""
+    for iou_type, entries in results.items():
+        if metrics[iou_type]["AP"] < 0.01:
+            what = {"bbox": "box AP", "segm": "mask AP"}[iou_type]
+            print(format_findings(diagnose(coco_gt, entries, score_thresh), what))
+
+
+def evaluate_predictions_file(path, dataset) -> dict:
+    """COCO metrics of a results file (e.g. predict's predictions.json) against `dataset`'s
+    ground truth, over all its images; an AP below 0.01 prints the diagnosis."""
+    try:
+        entries = json.loads(Path(path).read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise ValueError(f"{path}: not a readable JSON file ({e})") from e
+    keys = {"image_id", "category_id", "score"}
+    if not isinstance(entries, list) or not all(
+        isinstance(e, dict) and keys <= set(e) for e in entries
+    ):
+        raise ValueError(f"{path}: COCO results are a list of {{{', '.join(sorted(keys))}, ...}}")
+    coco = dataset.coco
+    results = {}
+    if any("bbox" in e for e in entries) or not entries:
+        results["bbox"] = [e for e in entries if "bbox" in e]
+    if any("segmentation" in e for e in entries):  # loadRes reads any "bbox" as a box result
+        results["segm"] = [
+            {k: v for k, v in e.items() if k != "bbox"} for e in entries if "segmentation" in e
+        ]
+    # COCOeval refuses image ids outside the GT; those entries count for nothing (diagnosed).
+    scored = {t: [e for e in r if e["image_id"] in coco.imgs] for t, r in results.items()}
+    metrics = evaluate_results(coco, scored, sorted(coco.imgs), per_category=True)
+    print_diagnosis(coco, results, metrics)
+    return metrics
 
 
 def _has_mask_branch(model) -> bool:

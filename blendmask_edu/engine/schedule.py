@@ -22,7 +22,8 @@ from ..config import OptimConfig
 
 def build_optimizer(model: nn.Module, cfg: OptimConfig) -> torch.optim.Optimizer:
     """No weight decay on biases and normalisation parameters (1-D tensors); the pretrained
-    backbone body (`model.backbone.body`) learns at `lr · backbone_lr_mult`."""
+    backbone body (`model.backbone.body`) learns at `lr · backbone_lr_mult`. Build it after
+    moving the model to its device (fused updates on CUDA)."""
     body = getattr(getattr(model, "backbone", None), "body", None)
     in_body = {id(p) for p in body.parameters()} if body is not None else set()
     groups = []
@@ -37,10 +38,12 @@ def build_optimizer(model: nn.Module, cfg: OptimConfig) -> torch.optim.Optimizer
             if params:
                 groups.append({"params": params, "lr": lr,
                                "weight_decay": cfg.weight_decay if decay else 0.0})  # fmt: skip
+    # On CUDA one fused kernel updates every parameter (instead of one launch per tensor).
+    fused = True if all(p.is_cuda for g in groups for p in g["params"]) else None
     if cfg.name == "sgd":
-        return torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum)
+        return torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum, fused=fused)
     if cfg.name == "adamw":
-        return torch.optim.AdamW(groups, lr=cfg.lr)
+        return torch.optim.AdamW(groups, lr=cfg.lr, fused=fused)
     raise ValueError(f"optim.name: unknown optimiser {cfg.name!r}; choose 'sgd' or 'adamw'")
 
 

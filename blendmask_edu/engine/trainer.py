@@ -5,8 +5,11 @@
         losses = model(images, targets)          # dict of loss terms (autocast on CUDA)
         check every term is finite               # else stop, the last checkpoint untouched
         backward (GradScaler on CUDA) → clip → optimizer.step → scheduler.step
-        log metrics.jsonl / checkpoint_last.pt (atomic) / periodic COCO evaluation
-    final COCO evaluation → eval.json
+        log metrics.jsonl / checkpoint_last.pt (atomic) / periodic evaluation
+    final evaluation → eval.json
+
+An evaluation logs the validation losses (the training loss terms on the val set, model in
+eval mode, no gradients) next to the COCO AP; `blendmask-edu plot RUN` draws both.
 
 Stops at `max_iters` or at the time budget: with `time_budget_min`, the loop measures its own
 speed and fixes the total number of iterations (and so the cosine schedule) to fit the budget.
@@ -14,7 +17,11 @@ speed and fixes the total number of iterations (and so the cosine schedule) to f
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
+import signal
+import threading
 import time
 from pathlib import Path
 
@@ -23,16 +30,18 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
+from .. import distributed as dist
 from ..config import Config
-from ..data.batching import collate
+from ..data.batching import collate, move_targets
 from ..data.coco import CocoInstances
 from ..data.transforms import build_transforms
 from ..modeling.segmenter import InstanceSegmenter
-from . import distributed as dist
+from .box_sizes import check_box_sizes
 from .checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from .evaluate import evaluate_model
 from .sampler import InfiniteBatchSampler, SeededAugmentation
 from .schedule import build_optimizer, build_scheduler
+from .val_loss import validation_losses
 
 CHECKPOINT = "checkpoint_last.pt"
 
@@ -51,8 +60,36 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
-def move_targets(targets: list[dict], device) -> list[dict]:
-    return [{k: v.to(device) if torch.is_tensor(v) else v for k, v in t.items()} for t in targets]
+def loader_workers(configured: int, device: torch.device) -> int:
+    """DataLoader workers: as configured, or (−1) 0 on CPU, where workers would take the
+    cores the model needs, and up to 8 per GPU on CUDA."""
+    if configured >= 0:
+        return configured
+    if device.type != "cuda":
+        return 0
+    per_gpu = (os.cpu_count() or 2) // max(1, torch.cuda.device_count())
+    return max(1, min(8, per_gpu - 1))
+
+
+@contextlib.contextmanager
+def finish_step_on_ctrl_c():
+    """Inside: a first Ctrl-C is noted (the list becomes non-empty) and the step finishes, so
+    the checkpoint written next is consistent; a second Ctrl-C stops at once."""
+    interrupted: list[bool] = []
+    if threading.current_thread() is not threading.main_thread():
+        yield interrupted
+        return
+
+    def note(signum, frame):
+        if interrupted:
+            raise KeyboardInterrupt
+        interrupted.append(True)
+
+    previous = signal.signal(signal.SIGINT, note)
+    try:
+        yield interrupted
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 class Trainer:
@@ -64,6 +101,14 @@ class Trainer:
         if self.device.type == "cuda" and self.distributed:
             self.device = torch.device("cuda", torch.cuda.current_device())
         self.train_set = CocoInstances(train_path, build_transforms(cfg.data, train=True))
+        needed = self.train_set.decoded_bytes()
+        if needed <= cfg.data.cache_ram_mb * 2**20:  # decode once, keep uint8 in RAM
+            self.train_set.decode_all(progress)
+        elif cfg.data.cache_ram_mb > 0:
+            print(
+                f"note: decoding {train_path} needs {needed / 2**20:.0f} MiB > "
+                f"data.cache_ram_mb = {cfg.data.cache_ram_mb}: images are decoded at every read"
+            )
         self.val_set = (
             CocoInstances(val_path, build_transforms(cfg.data, train=False)) if val_path else None
         )
@@ -74,6 +119,9 @@ class Trainer:
                 f"model.fcos.num_classes set from {cfg.model.fcos.num_classes}"
             )
             cfg.model.fcos.num_classes = len(self.categories)
+        if dist.is_main_process():  # do the objects' sizes fit the FPN levels?
+            for warning in check_box_sizes(self.train_set, cfg.data, cfg.model.fcos):
+                print(f"warning: {warning}")
         torch.manual_seed(cfg.train.seed)
         self.model = (model or InstanceSegmenter(cfg.model)).to(self.device)
         self.optimizer = build_optimizer(self.model, cfg.optim)
@@ -148,27 +196,27 @@ class Trainer:
             dist.world_size(),
             self.start_iter,
         )
+        workers = loader_workers(self.cfg.data.num_workers, self.device)
         loader = DataLoader(
             SeededAugmentation(self.train_set),
             batch_sampler=sampler,
             collate_fn=collate,
-            num_workers=self.cfg.data.num_workers,
-            persistent_workers=False,
+            num_workers=workers,
+            pin_memory=self.device.type == "cuda",
+            persistent_workers=workers > 0,
         )
         return iter(loader)
 
-    def step(self, images, targets, it: int) -> dict[str, float]:
+    def step(self, images, targets) -> dict[str, torch.Tensor]:
+        """One optimiser step → the loss terms and their sum, as tensors on the device.
+
+        Nothing here waits for the device (no `.item()`): on a GPU the CPU runs ahead and
+        queues the next step. `check_finite` looks at the losses every `log_period` steps and
+        before every checkpoint."""
         images = [im.to(self.device, non_blocking=True) for im in images]
         targets = move_targets(targets, self.device)
         with torch.autocast(self.device.type, enabled=self.amp):
             losses = self.ddp_model(images, targets)
-        for name, value in losses.items():
-            if not torch.isfinite(value):
-                raise NonFiniteLossError(
-                    f"iteration {it}: loss term {name!r} is {value.item()} (not finite); "
-                    f"training stopped. The last good checkpoint ({self.out / CHECKPOINT}) "
-                    "was left untouched: lower the learning rate or check the data."
-                )
         total = sum(losses.values())
         self.optimizer.zero_grad(set_to_none=True)
         self.scaler.scale(total).backward()
@@ -178,9 +226,25 @@ class Trainer:
         self.scaler.step(self.optimizer)
         self.scaler.update()
         self.scheduler.step()
-        out = {k: v.item() for k, v in losses.items()}
-        out["loss"] = total.item()
-        return out
+        return {**{k: v.detach() for k, v in losses.items()}, "loss": total.detach()}
+
+    def check_finite(self, pending: list[tuple[int, dict]]) -> dict[str, float]:
+        """One device sync for the steps since the last check → the last step's losses as
+        floats; raises `NonFiniteLossError` naming the first NaN/inf term and its iteration."""
+        values = torch.stack([v.float() for _, losses in pending for v in losses.values()])
+        if not torch.isfinite(values).all():
+            for it, losses in pending:
+                for name, value in losses.items():
+                    if not torch.isfinite(value):
+                        raise NonFiniteLossError(
+                            f"iteration {it}: loss term {name!r} is {value.item()} (not "
+                            f"finite); training stopped. The last good checkpoint "
+                            f"({self.out / CHECKPOINT}) was left untouched: lower the learning "
+                            "rate or check the data."
+                        )
+        last = pending[-1][1]
+        pending.clear()
+        return {k: v.item() for k, v in last.items()}
 
     def fit_budget(self, it: int, sec_per_iter: float) -> None:
         """Fix the total number of iterations so training ends within the time budget."""
@@ -212,21 +276,31 @@ class Trainer:
         )
         it, window_t, window_n = self.start_iter, 0.0, 0
         timed_from = self.start_iter + 2  # the first iterations are slow (allocations)
+        pending = []  # (iteration, loss tensors) not yet checked for NaN / inf
         while it < self.total_iters[0]:
             t0 = time.perf_counter()
             images, targets = next(batches)
-            losses = self.step(images, targets, it)
+            with finish_step_on_ctrl_c() as interrupted:
+                pending.append((it, self.step(images, targets)))
             dt = time.perf_counter() - t0
             self.elapsed += dt
             it += 1
+            if interrupted:  # Ctrl-C: keep what was learned; `--resume` goes on from here
+                self.check_finite(pending)
+                self.save(it)
+                print(f"\ninterrupted: saved {self.out / CHECKPOINT} after iteration {it}")
+                raise KeyboardInterrupt
             if it > timed_from:
                 window_t, window_n = window_t + dt, window_n + 1
             if window_n and (it - timed_from) % 10 == 0:
                 self.fit_budget(it, window_t / window_n)
                 bar.total = self.total_iters[0]
             bar.update(1)
-            bar.set_postfix({k: f"{v:.3f}" for k, v in losses.items()}, refresh=False)
-            if it % tcfg.log_period == 0 or it == self.total_iters[0]:
+            last = it == self.total_iters[0]
+            if it % tcfg.log_period == 0 or it % tcfg.checkpoint_period == 0 or last:
+                losses = self.check_finite(pending)
+                bar.set_postfix({k: f"{v:.3f}" for k, v in losses.items()}, refresh=False)
+            if it % tcfg.log_period == 0 or last:
                 self.log(
                     {
                         "iter": it,
@@ -241,17 +315,28 @@ class Trainer:
             if tcfg.eval_period and it % tcfg.eval_period == 0 and it < self.total_iters[0]:
                 self.evaluate(it)
         bar.close()
+        if pending:
+            self.check_finite(pending)
         self.save(it)
         return self.evaluate(it, final=True)
 
     def evaluate(self, it: int, final: bool = False) -> dict:
-        if self.val_set is None or not dist.is_main_process():
+        """Validation losses and COCO AP → one metrics.jsonl record {"iter", "val", "eval"}."""
+        if self.val_set is None:
             dist.barrier()
             return {}
-        results = evaluate_model(self.model, self.val_set, self.device, progress=self.progress)
+        # Every process computes the validation losses on the whole val set: their loss
+        # normalisers are averaged across processes (all_reduce), so all must take part.
+        val_losses = validation_losses(self.model, self.val_set, self.device)
+        if not dist.is_main_process():
+            dist.barrier()
+            return {}
+        results = evaluate_model(
+            self.model, self.val_set, self.device, progress=self.progress, diagnose=final
+        )
         if final:
             (self.out / "eval.json").write_text(json.dumps(results, indent=2) + "\n")
-        self.log({"iter": it, "eval": results})
+        self.log({"iter": it, "val": val_losses, "eval": results})
         dist.barrier()
         return results
 

@@ -18,6 +18,7 @@ from torch.nn import functional as F
 
 from ..config import BlenderConfig
 from .fcos.head import group_norm
+from .targets_batched import semantic_targets_batched
 
 
 def conv_gn_relu(c_in: int, c_out: int) -> nn.Sequential:
@@ -29,23 +30,34 @@ def conv_gn_relu(c_in: int, c_out: int) -> nn.Sequential:
 
 
 class BottomModule(nn.Module):
-    def __init__(self, cfg: BlenderConfig, in_channels: int, num_classes: int):
+    def __init__(
+        self,
+        cfg: BlenderConfig,
+        in_channels: int,
+        num_classes: int,
+        num_outputs: int | None = None,
+    ):
+        """`num_outputs` maps (default `cfg.K` bases; YOLACT's prototypes and FCIS'
+        position-sensitive maps come from this same module with another count)."""
         super().__init__()
         self.in_levels = cfg.bottom_in_levels
         C = cfg.bottom_channels
         self.refine = nn.ModuleDict({name: conv_gn_relu(in_channels, C) for name in self.in_levels})
         self.tower = nn.Sequential(*[conv_gn_relu(C, C) for _ in range(cfg.bottom_num_convs)])
         self.after_upsample = conv_gn_relu(C, C)
-        self.to_bases = nn.Conv2d(C, cfg.K, 1)
+        self.to_bases = nn.Conv2d(C, num_outputs or cfg.K, 1)
         self.seg_head = None
         if cfg.aux_seg_loss:  # classes 0..C, 0 = background
             self.seg_head = nn.Sequential(
                 conv_gn_relu(in_channels, C), conv_gn_relu(C, C), nn.Conv2d(C, num_classes + 1, 1)
             )
 
-    def forward(self, features: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        """→ {"bases": [B, K, 2·h, 2·w]} (+ "seg_logits" [B, C+1, h, w] when training),
-        where h × w is the size of the first input level (P3 by default: H/8 × W/8)."""
+    def forward(
+        self, features: dict[str, torch.Tensor], with_seg: bool = False
+    ) -> dict[str, torch.Tensor]:
+        """→ {"bases": [B, K, 2·h, 2·w]} (+ "seg_logits" [B, C+1, h, w] with `with_seg`, for
+        the auxiliary loss), where h × w is the size of the first input level (P3: H/8 × W/8).
+        The loss path asks for it, in train or eval mode alike (validation loss)."""
         first = features[self.in_levels[0]]
         size = first.shape[-2:]  # h, w
         x = 0
@@ -58,7 +70,7 @@ class BottomModule(nn.Module):
         x = F.interpolate(x, scale_factor=2, mode="bilinear", align_corners=False)
         bases = self.to_bases(self.after_upsample(x))  # [B, K, 2h, 2w]
         out = {"bases": bases}
-        if self.seg_head is not None and self.training:
+        if self.seg_head is not None and with_seg:
             out["seg_logits"] = self.seg_head(first)  # [B, C+1, h, w]
         return out
 
@@ -82,6 +94,7 @@ def semantic_targets(targets: list[dict], size: tuple[int, int], stride: int) ->
 
 
 def semantic_loss(seg_logits: torch.Tensor, targets: list[dict], stride: int) -> torch.Tensor:
-    """Cross-entropy of the auxiliary semantic head (paper §4)."""
-    sem = semantic_targets(targets, seg_logits.shape[-2:], stride)  # [B, h, w]
+    """Cross-entropy of the auxiliary semantic head (paper §4). The targets are
+    `semantic_targets` above, computed for the whole batch at once (targets_batched.py)."""
+    sem = semantic_targets_batched(targets, seg_logits.shape[-2:], stride)  # [B, h, w]
     return F.cross_entropy(seg_logits.float(), sem)

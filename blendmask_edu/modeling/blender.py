@@ -5,6 +5,7 @@ For each instance d with box p_d, bases B [K, H/4, W/4] and attention a_d [K, M,
     r_d  = RoIAlign_{R×R}(B, p_d)               (Eq. 1)  basis crops        [K, R, R]
     a'_d = interpolate_{M×M → R×R}(a_d)         (Eq. 2)  attention upsampled [K, R, R]
     s_d  = softmax_K(a'_d)                      (Eq. 3)  weights over bases  [K, R, R]
+                                                (sigmoid when K = 1)
     m_d  = Σ_k s_d^k ∘ r_d^k                    (Eq. 4)  mask logits        [R, R]
 """
 
@@ -48,6 +49,8 @@ def blend(
     else:
         raise ValueError(f"blender interpolation {interpolation!r}: use 'bilinear' or 'nearest'")
     # Eq. 2: a'_d = interpolate(a_d)                        [N, K, R, R]
-    weights = upsampled.softmax(dim=1)  # Eq. 3: softmax over K   [N, K, R, R]
+    # Eq. 3: softmax over K [N, K, R, R]. With K = 1 a softmax is the constant 1, so the
+    # paper's K = 1 ablation uses a sigmoid instead.
+    weights = upsampled.softmax(dim=1) if upsampled.shape[1] > 1 else upsampled.sigmoid()
     mask_logits = (weights * basis_crops).sum(dim=1)  # Eq. 4     [N, R, R]
     return {"mask_logits": mask_logits, "attention_weights": weights}

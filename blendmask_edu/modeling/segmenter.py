@@ -15,7 +15,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from ..config import ModelConfig
+from ..config import MASK_BRANCHES, ModelConfig
 from ..data.batching import pad_images
 from .backbone import BackboneFPN
 from .fcos import FCOS
@@ -24,13 +24,29 @@ from .paste import paste_masks
 
 
 def build_mask_branch(cfg: ModelConfig, in_channels: int) -> MaskBranch | None:
-    if cfg.mask_branch == "none":
+    """The mask branch named by `cfg.mask_branch` (None for "none": the detector alone)."""
+    name = cfg.mask_branch
+    if name == "none":
         return None
-    if cfg.mask_branch == "blender":
+    if name == "blender":
         from .blendmask import BlendMaskBranch
 
         return BlendMaskBranch(cfg.blender, in_channels, cfg.fcos)
-    raise ValueError(f"unknown mask branch {cfg.mask_branch!r}; choose 'blender' or 'none'")
+    if name == "yolact":
+        from .fusion.yolact import YolactBranch
+
+        return YolactBranch(cfg.yolact, cfg.blender, in_channels, cfg.fcos)
+    if name == "fcis":
+        from .fusion.fcis import FCISBranch
+
+        return FCISBranch(cfg.fcis, cfg.blender, in_channels, cfg.fcos)
+    if name == "roi":
+        from .fusion.roi import RoIMaskHead
+
+        return RoIMaskHead(cfg.roi, cfg.blender, in_channels, cfg.fcos)
+    raise ValueError(
+        f"model.mask_branch: unknown mask branch {name!r}; choose one of {', '.join(MASK_BRANCHES)}"
+    )
 
 
 class InstanceSegmenter(nn.Module):
@@ -72,6 +88,12 @@ class InstanceSegmenter(nn.Module):
         if self.training:
             return out["losses"]
         return self.postprocess(out, orig_sizes)
+
+    def compute_losses(self, images: list[torch.Tensor], targets: list[dict]) -> dict:
+        """The training loss dict, in whichever mode the model is in. In eval mode (validation
+        loss) BatchNorm uses its running statistics and updates nothing; wrap the call in
+        `torch.no_grad()` to keep no graph."""
+        return self.run(images, targets)["losses"]
 
     def run(self, images: list[torch.Tensor], targets: list[dict] | None = None) -> dict:
         """Every stage's output in one dict (features, fcos, masks, losses): for teaching."""

@@ -2,7 +2,8 @@
 
 `forward` returns a dict of everything it computed, so notebooks can show each stage
 (per-location predictions, the assigned targets, the decoded detections) and a mask branch
-can read what it needs (the box tower for BlendMask's top layer, the positives' targets).
+can read what it needs (the box tower for BlendMask's top layer, the positives' targets and
+the batch's GT padded to [B, G], which their `gt_index` indexes).
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from ...config import FCOSConfig
 from .head import FCOSHead, compute_locations, flatten_levels, level_of_locations
 from .inference import detect_image
 from .loss import fcos_losses
-from .targets import fcos_targets
+from .targets_batched import fcos_targets_batched, pad_targets
 
 
 class FCOS(nn.Module):
@@ -48,14 +49,17 @@ class FCOS(nn.Module):
             "level_sizes": [h * w for h, w in sizes],
         }
         if targets is not None:
-            t = fcos_targets(
+            # `fcos_targets` (targets.py) for the whole batch at once, tested equal.
+            gt = pad_targets(targets)  # boxes [B, G, 4], labels [B, G], valid [B, G]
+            t = fcos_targets_batched(
                 locations,
                 level,
-                targets,
+                gt,
                 cfg.strides,
                 cfg.sizes_of_interest,
                 cfg.center_sample_radius,
             )
+            out["gt"] = gt  # the padded GT the targets index (gt_index), for the mask branch
             out["targets"] = t
             out["losses"] = fcos_losses(
                 out["cls_logits"],

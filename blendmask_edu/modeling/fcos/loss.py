@@ -14,7 +14,7 @@ import torch
 from torch.nn import functional as F
 from torchvision.ops import generalized_box_iou_loss, sigmoid_focal_loss
 
-from ...engine.distributed import reduce_mean
+from ...distributed import reduce_mean
 from .targets import FCOSTargets
 
 

@@ -1,4 +1,7 @@
-"""Distributed-data-parallel helpers (`torchrun --nproc_per_node N -m blendmask_edu.cli train`).
+"""Distributed-data-parallel helpers, used by the models (loss normalisers) and the loop.
+
+They live outside `engine/` so that a model never imports the training loop
+(`torchrun --nproc_per_node N -m blendmask_edu.cli train ...`).
 
 torchrun sets RANK / WORLD_SIZE / LOCAL_RANK; we initialise the process group from them
 (NCCL on CUDA, gloo on CPU). Loss normalisers (number of positives, Σ centerness) are averaged

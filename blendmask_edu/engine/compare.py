@@ -1,0 +1,210 @@
+"""`blendmask-edu compare`: the fusions of the zoo (or one blender knob) trained and scored alike.
+
+    for each row (a mask branch, or a value of a swept blender knob) and each seed:
+        train the preset with that branch/knob, same data, loop, budget → D/runs/<row>_s<seed>/
+        measure it → D/runs/<row>_s<seed>/measurements.json
+    mean ± std over seeds per row → D/results.json, D/results.md, D/comparison.png,
+                                    D/qualitative.png
+
+Runs are resumable: a finished run (eval.json written) is skipped, an unfinished one resumes
+from its checkpoint (the trainer also checkpoints on Ctrl-C), so re-running the same command
+after a crash loses nothing.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import statistics
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ..config import MASK_BRANCHES, Config, get_preset
+
+# The blender's ablation knobs (paper §4.1: K bases, M attention size, R RoI size, and the
+# attention interpolation), with the type of their values.
+SWEEP_KNOBS = {"K": int, "M": int, "R": int, "interpolation": str}
+ZOO = ("blender", "yolact", "fcis", "roi")
+
+
+@dataclass
+class Row:
+    """One row of the table: a mask branch, with blender overrides for a sweep value."""
+
+    label: str  # "blender", "yolact", ..., or "K=2" in a sweep
+    branch: str
+    overrides: dict = field(default_factory=dict)  # BlenderConfig field → value
+
+    def run_name(self, seed: int) -> str:
+        knobs = "".join(f"_{k}-{v}" for k, v in self.overrides.items())
+        return f"{self.branch}{knobs}_s{seed}"
+
+
+def parse_branches(text: str) -> list[str]:
+    branches = [b.strip() for b in text.split(",") if b.strip()]
+    for b in branches:
+        if b not in MASK_BRANCHES or b == "none":
+            raise ValueError(
+                f"--mask-branches: unknown mask branch {b!r}; choose from {', '.join(ZOO)}"
+            )
+    return branches
+
+
+def parse_sweep(text: str) -> tuple[str, list]:
+    """ "K=1,2,4,8" → ("K", [1, 2, 4, 8]); an unknown knob or a bad value is refused."""
+    knob, sep, values = text.partition("=")
+    knob = knob.strip()
+    if not sep or knob not in SWEEP_KNOBS:
+        raise ValueError(
+            f"--sweep {text!r}: write KNOB=v1,v2,... with KNOB one of {', '.join(SWEEP_KNOBS)}"
+        )
+    try:
+        parsed = [SWEEP_KNOBS[knob](v.strip()) for v in values.split(",") if v.strip()]
+    except ValueError as err:
+        raise ValueError(
+            f"--sweep {text!r}: {knob} takes {SWEEP_KNOBS[knob].__name__} values"
+        ) from err
+    if knob == "interpolation" and not set(parsed) <= {"bilinear", "nearest"}:
+        raise ValueError(f"--sweep {text!r}: interpolation is 'bilinear' or 'nearest'")
+    if not parsed:
+        raise ValueError(f"--sweep {text!r}: no values")
+    return knob, parsed
+
+
+def plan_rows(branches: list[str], sweep: str | None) -> list[Row]:
+    if sweep is None:
+        return [Row(b, b) for b in branches]
+    if branches != ["blender"]:
+        raise ValueError(
+            "--sweep varies a knob of the blender: use it with --mask-branches blender"
+        )
+    knob, values = parse_sweep(sweep)
+    return [Row(f"{knob}={v}", "blender", {knob: v}) for v in values]
+
+
+def run_config(preset: str, row: Row, seed: int, max_iters, time_budget_min, device) -> Config:
+    cfg = get_preset(preset)
+    cfg.model.mask_branch = row.branch
+    cfg.model.blender = dataclasses.replace(cfg.model.blender, **row.overrides)
+    if max_iters is not None:
+        cfg.train.max_iters, cfg.train.time_budget_min = max_iters, 0.0
+    if time_budget_min is not None:
+        cfg.train.time_budget_min = time_budget_min
+    cfg.train.seed, cfg.train.device = seed, device
+    # Short runs: checkpoint often, so a killed compare loses little.
+    cfg.train.checkpoint_period = min(cfg.train.checkpoint_period, 50)
+    return cfg
+
+
+def ensure_trained(cfg: Config, train_path, val_path, run_dir: Path, progress: bool) -> None:
+    """Train the run unless it finished; resume it when a checkpoint is there."""
+    from .trainer import CHECKPOINT, train
+
+    if (run_dir / "eval.json").exists():
+        print(f"[compare] {run_dir.name}: finished, skipped")
+        return
+    resume = (run_dir / CHECKPOINT).exists()
+    print(f"[compare] {run_dir.name}: {'resuming' if resume else 'training'}")
+    train(cfg, train_path, val_path, run_dir, resume=resume, progress=progress)
+
+
+def run_compare(
+    preset: str,
+    train_path,
+    val_path,
+    output_dir,
+    branches: list[str] = ZOO,
+    seeds: list[int] = (0,),
+    max_iters: int | None = None,
+    time_budget_min: float | None = None,
+    sweep: str | None = None,
+    device: str = "auto",
+    progress: bool = True,
+) -> dict:
+    """Train and measure every (row, seed); write the four report files; return results."""
+    from ..viz.compare_figures import plot_comparison, plot_qualitative
+    from .measure import measure_run
+
+    if val_path is None:
+        raise ValueError("compare needs --val: every run is scored on it")
+    rows = plan_rows(list(branches), sweep)
+    out = Path(output_dir)
+    runs_dir = out / "runs"
+    for row in rows:
+        for seed in seeds:
+            cfg = run_config(preset, row, seed, max_iters, time_budget_min, device)
+            ensure_trained(cfg, train_path, val_path, runs_dir / row.run_name(seed), progress)
+    table = []
+    for row in rows:
+        runs = [measure_run(runs_dir / row.run_name(s), val_path, progress) for s in seeds]
+        table.append({"row": row.label, "branch": row.branch, **row.overrides, **summarise(runs)})
+    results = {
+        "preset": preset,
+        "seeds": list(seeds),
+        "budget": {"max_iters": max_iters, "time_budget_min": time_budget_min},
+        "sweep": sweep,
+        "rows": table,
+    }
+    (out / "results.json").write_text(json.dumps(results, indent=2) + "\n")
+    (out / "results.md").write_text(results_markdown(results))
+    plot_comparison(table).savefig(out / "comparison.png", dpi=120)
+    first = {row.label: runs_dir / row.run_name(seeds[0]) for row in rows}
+    plot_qualitative(first, val_path).savefig(out / "qualitative.png", dpi=120)
+    print(results_markdown(results))
+    return results
+
+
+def summarise(runs: list[dict]) -> dict:
+    """Per measured number: {"mean", "std", "values"} over the seeds (std 0 for one seed)."""
+    out = {}
+    for key in runs[0]:
+        values = [r[key] for r in runs]
+        std = statistics.stdev(values) if len(values) > 1 else 0.0
+        out[key] = {"mean": statistics.fmean(values), "std": std, "values": values}
+    return out
+
+
+COLUMNS = (  # (measured key, header, format)
+    ("mask_AP", "mask AP", "{:.3f}"),
+    ("mask_AP50", "AP50", "{:.3f}"),
+    ("mask_AP75", "AP75", "{:.3f}"),
+    ("mask_APs", "APs", "{:.3f}"),
+    ("mask_APm", "APm", "{:.3f}"),
+    ("mask_APl", "APl", "{:.3f}"),
+    ("box_AP", "box AP", "{:.3f}"),
+    ("mask_AP_gt_boxes", "mask AP, GT boxes", "{:.3f}"),
+    ("mask_branch_params", "mask-branch params", "{:,.0f}"),
+    ("total_params", "total params", "{:,.0f}"),
+    ("inference_ms_per_image", "inference ms/img", "{:.1f}"),
+    ("train_s_per_iter", "train s/iter", "{:.3f}"),
+    ("iterations", "iters", "{:.0f}"),
+)
+
+
+def cell(stat: dict, fmt: str, seeds: int) -> str:
+    if seeds == 1 or stat["std"] == 0 or math.isnan(stat["std"]):
+        return fmt.format(stat["mean"])
+    return f"{fmt.format(stat['mean'])} ± {fmt.format(stat['std'])}"
+
+
+def results_markdown(results: dict) -> str:
+    n = len(results["seeds"])
+    head = "| " + " | ".join(["row", *(h for _, h, _ in COLUMNS)]) + " |"
+    lines = [head, "|" + "---|" * (len(COLUMNS) + 1)]
+    for r in results["rows"]:
+        lines.append(
+            "| " + " | ".join([r["row"], *(cell(r[k], f, n) for k, _, f in COLUMNS)]) + " |"
+        )
+    budget = results["budget"]
+    if budget["max_iters"]:
+        per_run = f"{budget['max_iters']} iterations"
+    elif budget["time_budget_min"]:
+        per_run = f"{budget['time_budget_min']} min of training"
+    else:
+        per_run = "the preset's"
+    note = (
+        f"\n`{results['preset']}` preset; seeds {results['seeds']} (mean ± std over seeds); "
+        f"budget per run: {per_run}. Inference and train speed: this machine, this run.\n"
+    )
+    return "\n".join(lines) + "\n" + note

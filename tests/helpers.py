@@ -1,0 +1,26 @@
+"""Small builders shared by the tests (importable: pytest puts tests/ on sys.path)."""
+
+from __future__ import annotations
+
+import torch
+
+
+def box_mask(h: int, w: int, box) -> torch.Tensor:
+    m = torch.zeros(h, w, dtype=torch.uint8)
+    x0, y0, x1, y1 = box
+    m[y0:y1, x0:x1] = 1
+    return m
+
+
+def instance_target(boxes: list, labels: list, size=(64, 64)) -> dict:
+    if not boxes:
+        return {
+            "boxes": torch.zeros(0, 4),
+            "labels": torch.zeros(0, dtype=torch.long),
+            "masks": torch.zeros(0, *size, dtype=torch.uint8),
+        }
+    return {
+        "boxes": torch.tensor(boxes, dtype=torch.float32),
+        "labels": torch.tensor(labels),
+        "masks": torch.stack([box_mask(*size, b) for b in boxes]),
+    }
