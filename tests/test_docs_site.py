@@ -138,6 +138,19 @@ BROKEN_IMAGES = (
     "imgs => imgs.filter(i => !i.complete || i.naturalWidth === 0).map(i => i.src.slice(0, 80))"
 )
 
+# Text that is still TeX after MathJax ran (a formula MathJax did not find), outside code.
+RAW_TEX = r"""() => {
+  const walker = document.createTreeWalker(document.body, NodeFilter.SHOW_TEXT);
+  const raw = [];
+  while (walker.nextNode()) {
+    const node = walker.currentNode;
+    if (node.parentElement.closest("pre, code, script, style")) continue;
+    const m = node.textContent.match(/\\(mathbf|mathbb|operatorname|frac|sum|begin|times)\b/);
+    if (m) raw.push(node.textContent.trim().slice(0, 60));
+  }
+  return raw;
+}"""
+
 
 def dead_link(site: Path, base: str, href: str) -> str | None:
     """Why `href` (a link on a page of the site served at `base`) is dead, or None."""
@@ -180,6 +193,7 @@ def test_every_page_in_a_browser(site):
             found += [d for h in links if h.startswith(base) and (d := dead_link(site, base, h))]
             bad_math = page.locator(".noError, .mjx-merror, .MathJax_Error").count()
             found += [f"{bad_math} formulas did not typeset"] if bad_math else []
+            found += [f"raw TeX: {text!r}" for text in page.evaluate(RAW_TEX)]
             problems += [f"{rel}: {p}" for p in found]
             height = page.evaluate("document.documentElement.scrollHeight")
             clip = {"x": 0, "y": 0, "width": 1280, "height": min(height, 6000)}
