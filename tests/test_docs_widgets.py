@@ -70,7 +70,11 @@ def free_port() -> int:
 def write_notebook(folder: Path) -> Path:
     code = TUTORIAL if os.environ.get("BLENDMASK_EDU_LIVE_MODEL") == "tutorial" else UNTRAINED
     nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(code)])
-    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    nb.metadata["kernelspec"] = {
+        "name": "python3",
+        "display_name": "Python 3",
+        "language": "python",
+    }
     path = folder / "explorer.ipynb"
     nbformat.write(nb, path)
     return path
@@ -142,20 +146,38 @@ def test_explorer_slider_redraws_the_picture_in_jupyterlab(tmp_path):
             errors = []
             page.on("console", lambda m: m.type == "error" and errors.append(m.text))
             page.goto(f"{base}lab/tree/{notebook.name}?token={token}")
-            before, after = run_and_move_slider(page, ARTIFACTS)
+            try:
+                before, after = run_and_move_slider(page, ARTIFACTS)
+            except Exception:
+                page.screenshot(path=ARTIFACTS / "jupyterlab_failure.png")
+                raise
+            seen = list(errors)  # (the shutdown below makes the page's websockets fail)
         finally:
             shut_down(proc, base, token)
             browser.close()
     assert before != after, "moving the slider did not change the picture"
-    widget_errors = [e for e in errors if "widget" in e.lower()]
-    assert not widget_errors, widget_errors
+    assert not seen, f"JupyterLab's console errors: {seen}"
 
 
 def run_and_move_slider(page, artifacts: Path) -> tuple[bytes, bytes]:
     """Run the notebook's cell, then move the explorer's image slider one step to the right;
     returns screenshots of the output area before and after (also saved in `artifacts`)."""
-    page.locator(".jp-Notebook .jp-Cell .cm-content").first.click(timeout=STARTUP_S * 1000)
-    page.keyboard.press("Shift+Enter")  # run the cell
+    kernel_idle = ".jp-Notebook-ExecutionIndicator[data-status='idle']"
+    page.wait_for_selector(kernel_idle, timeout=STARTUP_S * 1000)  # kernel started, connected
+    # Run the cell (Ctrl+Enter: run in place). Right after the kernel connects, a run request is
+    # now and then lost on a busy machine (seen: the prompt stays "[ ]:"): press again, as a
+    # learner would.
+    prompt = page.locator(".jp-Cell .jp-InputPrompt").first
+    running_or_ran = r"p => /\[(\*|\d+)\]/.test(p.innerText)"  # "[*]:" or "[1]:"
+    for attempt in range(3):
+        page.locator(".jp-Notebook .jp-Cell .cm-content").first.click()
+        page.keyboard.press("Control+Enter")
+        try:
+            page.wait_for_function(running_or_ran, arg=prompt.element_handle(), timeout=15_000)
+            break
+        except Exception:
+            if attempt == 2:
+                raise
     output = page.locator(".jp-OutputArea-output:has(.widget-image)").first  # the explorer
     picture = output.locator(".widget-image")
     try:
@@ -163,7 +185,9 @@ def run_and_move_slider(page, artifacts: Path) -> tuple[bytes, bytes]:
     except Exception as e:  # say what the cell printed instead (a traceback, a plain picture)
         text = page.locator(".jp-Cell").first.inner_text()
         raise AssertionError(f"no explorer picture appeared; the cell shows:\n{text}") from e
-    page.wait_for_function("img => img.complete && img.naturalWidth > 0", arg=picture.element_handle())
+    page.wait_for_function(
+        "img => img.complete && img.naturalWidth > 0", arg=picture.element_handle()
+    )
     artifacts.mkdir(parents=True, exist_ok=True)
     before = output.screenshot(path=artifacts / "explorer_before.png")
     first_src = picture.get_attribute("src")
@@ -180,4 +204,3 @@ def run_and_move_slider(page, artifacts: Path) -> tuple[bytes, bytes]:
     readout = slider.locator(".widget-readout").inner_text()
     assert readout.strip() == "1", f"the slider reads {readout!r} after one step right"
     return before, after
-
