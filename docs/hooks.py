@@ -4,7 +4,8 @@
    `<!-- code: PATH NAME -->` becomes the source of function/class NAME of file PATH
    (`Class.method` works too) as a code block titled with the file and lines (docs/blender.md);
    `<!-- readme: TITLE -->` becomes the text of the README's section `## TITLE`
-   (docs/compare.md).
+   (docs/compare.md); `<!-- notebooks -->` becomes the list of notebooks/*.ipynb with their
+   titles (docs/index.md), so a new notebook appears there by itself.
 2. Notebook pages show an ipywidgets explorer as the picture of its first state: a static
    site has no kernel to move the controls, and every explorer's output also carries that
    picture (`image/png`). The widget view and the saved widget state are dropped from a
@@ -19,6 +20,7 @@ from __future__ import annotations
 
 import ast
 import json
+import posixpath
 import re
 from pathlib import Path
 
@@ -27,6 +29,7 @@ from mkdocs.plugins import event_priority
 ROOT = Path(__file__).resolve().parent.parent  # the repository
 CODE_MARK = re.compile(r"<!-- code: (\S+) (\S+) -->")
 README_MARK = re.compile(r"<!-- readme: (.+?) -->")
+NOTEBOOKS_MARK = "<!-- notebooks -->"
 WIDGET_VIEW = "application/vnd.jupyter.widget-view+json"
 STATIC_NOTEBOOKS = ROOT / ".cache" / "static-notebooks"  # gitignored, like mkdocs-jupyter's cache
 
@@ -65,7 +68,21 @@ def readme_section(title: str) -> str:
     return "\n".join(lines[start:end]).replace("](docs/", "](")
 
 
+def notebook_list(page_dir: str) -> str:
+    """A Markdown list of the notebooks, each linked (from `page_dir`) under its # title."""
+    items = []
+    for path in sorted((ROOT / "notebooks").glob("*.ipynb")):
+        first = json.loads(path.read_text())["cells"][0]["source"]
+        title = "".join(first).splitlines()[0].lstrip("# ").strip()
+        link = posixpath.relpath(f"notebooks/{path.name}", page_dir or ".")
+        items.append(f"* [{title}]({link})")
+    return "\n".join(items)
+
+
 def on_page_markdown(markdown, page, config, files):
+    if NOTEBOOKS_MARK in markdown:
+        page_dir = posixpath.dirname(page.file.src_uri)
+        markdown = markdown.replace(NOTEBOOKS_MARK, notebook_list(page_dir))
     markdown = README_MARK.sub(lambda m: readme_section(m.group(1)), markdown)
     return CODE_MARK.sub(lambda m: code_block(m.group(1), m.group(2)), markdown)
 

@@ -115,6 +115,10 @@ def test_source_and_readme_markers_resolve():
         hooks.find_definition("blendmask_edu/modeling/blender.py", "no_such_function")
     with pytest.raises(LookupError):
         hooks.readme_section("No such section")
+    listed = hooks.notebook_list("").splitlines()  # the home page's list of notebooks
+    notebooks = sorted((ROOT / "notebooks").glob("*.ipynb"))
+    assert len(listed) == len(notebooks) and f"(notebooks/{notebooks[0].name})" in listed[0]
+    assert listed[0].startswith("* [00 · ")
     block = hooks.code_block("blendmask_edu/modeling/blendmask.py", "BlendMaskBranch.forward_test")
     assert block.startswith("```python") and "def forward_test(" in block
 
