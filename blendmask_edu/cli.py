@@ -1,5 +1,6 @@
 """The `blendmask-edu` command (contract in the README; keep it stable).
 
+```text
 blendmask-edu make-shapes OUT_DIR --num-images N --image-size S --seed K
 blendmask-edu train --preset NAME --train DATA --val DATA --output-dir RUN [...]
 blendmask-edu evaluate (--checkpoint CKPT | --predictions JSON) --data DATA [--output JSON]
@@ -10,6 +11,7 @@ blendmask-edu check-data DATA [--overlays OUT_DIR] [--num N]
 blendmask-edu import-labelme SRC_DIR OUT_DIR [--labels a,b,c]
 blendmask-edu plot RUN_DIR
 blendmask-edu demo [--output-dir runs/demo]
+```
 """
 
 from __future__ import annotations

@@ -15,7 +15,7 @@ def plot_bases(images, bases_list, max_images: int = 4):
     K = bases_list[0].shape[0]
     fig, axes = plt.subplots(n, K + 1, figsize=(2.2 * (K + 1), 2.2 * n), squeeze=False)
     for i in range(n):
-        axes[i, 0].imshow(to_numpy_image(images[i]))
+        axes[i, 0].imshow(to_numpy_image(images[i]), interpolation="nearest")
         axes[i, 0].set_title("image", fontsize=8)
         h, w = images[i].shape[-2:]
         for k in range(K):

@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import matplotlib
-
-matplotlib.use("Agg", force=False)
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
+import matplotlib.pyplot as plt
+import numpy as np
+import torch
+from matplotlib.figure import Figure
 
 PALETTE = plt.get_cmap("tab10").colors
 
@@ -28,7 +26,8 @@ def draw_instances(
         if "masks" in result:
             m = result["masks"][i].detach().cpu().numpy() > 0.5
             canvas[m] = (1 - alpha) * canvas[m] + alpha * np.array(PALETTE[n % len(PALETTE)])
-    ax.imshow(canvas)
+    ax.imshow(canvas, interpolation="nearest")  # pixels as they are (and small PNGs)
+    placed: list[tuple[float, float, float, float]] = []  # tags drawn so far (x0, y0, x1, y1)
     for n, i in enumerate(keep):
         x0, y0, x1, y1 = result["boxes"][i].tolist()
         color = PALETTE[n % len(PALETTE)]
@@ -36,25 +35,39 @@ def draw_instances(
         label = int(result["labels"][i])
         name = class_names[label - 1] if class_names else str(label)
         text = f"{name} {float(scores[i]):.2f}" if "scores" in result else name
-        ax.text(
-            x0,
-            y0,
-            text,
-            fontsize=7,
-            color="white",
-            va="bottom",
-            bbox=dict(facecolor=color, alpha=0.8, pad=1, lw=0),
-        )
+        tx, ty = _tag_position(ax, canvas.shape[0], text, (x0, y0, x1, y1), placed)
+        ax.text(tx, ty, text, fontsize=7, color="white", va="top",
+                bbox=dict(facecolor=color, alpha=0.8, pad=1, lw=0))  # fmt: skip
     ax.set_axis_off()
 
 
+def _tag_position(ax, image_height: int, text: str, box, placed: list) -> tuple[float, float]:
+    """Where to put a box's tag so it does not cover earlier tags: above the box's top-left
+    corner, else inside it, else below it. Sizes are estimated from the axes' size on the
+    figure (7-point text), in image pixels; `placed` is updated."""
+    x0, y0, x1, y1 = box
+    per_px = max(ax.bbox.height, 1.0) / image_height  # screen pixels per image pixel
+    points = ax.figure.dpi / 72 / per_px  # image pixels per typographic point
+    h, w = 10 * points, (0.6 * 7 * len(text) + 3) * points
+    for top in (y0 - h, y0, y1):  # above, inside, below
+        rect = (x0, top, x0 + w, top + h)
+        if not any(r[0] < rect[2] and rect[0] < r[2] and r[1] < rect[3] and rect[1] < r[3]
+                   for r in placed):  # fmt: skip
+            break
+    else:
+        rect = (x0, y0 - h, x0 + w, y0)  # nowhere free: the usual place
+    placed.append(rect)
+    return rect[0], rect[1]
+
+
 def save_overlay(image, result: dict, path, class_names=None, score_thresh: float = 0.3) -> None:
+    """Write the overlay as a PNG twice the image's size. A bare `Figure` (no pyplot), so
+    no GUI backend is involved and nobody's backend is switched (notebooks keep theirs)."""
     h, w = image.shape[-2:] if torch.is_tensor(image) else np.asarray(image).shape[:2]
-    fig = plt.figure(figsize=(w / 100 * 2, h / 100 * 2), dpi=100)
+    fig = Figure(figsize=(w / 100 * 2, h / 100 * 2), dpi=100)
     ax = fig.add_axes([0, 0, 1, 1])
     draw_instances(ax, image, result, class_names, score_thresh)
     fig.savefig(path)
-    plt.close(fig)
 
 
 def predictions_grid(

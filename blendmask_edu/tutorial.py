@@ -1,0 +1,196 @@
+"""What the tutorial notebooks share: fast/full mode, cached data and model, `describe`.
+
+Every notebook runs top to bottom on a 2-core CPU in a few minutes ("fast mode", the
+default). `BLENDMASK_EDU_FULL=1` runs the longer versions: the shapes preset's whole training
+budget, more images, on a GPU when there is one.
+
+Several notebooks look at the same trained model. It is trained once, by the first notebook
+that asks for it, and kept in a cache folder (`runs/tutorial_cache/` in a clone of the
+repository; `BLENDMASK_EDU_CACHE=DIR` puts it elsewhere):
+
+    >>> from blendmask_edu.tutorial import cached_model, describe
+    >>> tm = cached_model()            # trains the first time (minutes), then loads (seconds)
+    >>> describe("bases", tm.model.run([image])["masks"][0]["bases"])
+    bases                  [4, 32, 32]  float32  min -3.21  max 4.07  mean 0.113
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import uuid
+from pathlib import Path
+from typing import NamedTuple
+
+import numpy as np
+import torch
+from torch import nn
+
+from .config import Config, shapes_preset
+
+FULL_ENV = "BLENDMASK_EDU_FULL"  # "1": the long versions
+CACHE_ENV = "BLENDMASK_EDU_CACHE"  # where the shared data and model live
+
+# Fast mode trains a fixed number of iterations, so that the model, and the pictures the
+# notebooks describe in words, come out the same on every run on a CPU. The time cap only
+# stops a much slower machine early.
+FAST_ITERS = 400
+FAST_TIME_CAP_MIN = 3.5
+NUM_TRAIN, NUM_VAL, IMAGE_SIZE = 1000, 200, 128  # the data of `make demo`
+
+
+def full_mode() -> bool:
+    """True when BLENDMASK_EDU_FULL is set to anything but "", "0", "false", "no"."""
+    return os.environ.get(FULL_ENV, "").strip().lower() not in ("", "0", "false", "no")
+
+
+def pick(fast, full):
+    """`fast` in fast mode, `full` under BLENDMASK_EDU_FULL=1 (e.g. `pick(8, 64)` images)."""
+    return full if full_mode() else fast
+
+
+def device() -> torch.device:
+    """Where the shared model trains: the GPU in full mode when there is one, else the CPU."""
+    return torch.device("cuda" if full_mode() and torch.cuda.is_available() else "cpu")
+
+
+def cache_dir() -> Path:
+    """BLENDMASK_EDU_CACHE, else runs/tutorial_cache in a clone, else ~/.cache/blendmask_edu."""
+    if os.environ.get(CACHE_ENV):
+        return Path(os.environ[CACHE_ENV]).expanduser().resolve()
+    repo = Path(__file__).resolve().parent.parent
+    if (repo / "pyproject.toml").is_file():  # an editable install / a checkout
+        return repo / "runs" / "tutorial_cache"
+    return Path.home() / ".cache" / "blendmask_edu" / "tutorial"
+
+
+# ---------------------------------------------------------------------------------------
+# describe: Matterport's `log()`, for tensors
+# ---------------------------------------------------------------------------------------
+
+
+def describe(name: str, x) -> None:
+    """Print one line: name, shape, dtype, min, max, mean of a tensor or array.
+
+    A list/tuple of tensors (e.g. per-level outputs) gives one line per element.
+    """
+    if isinstance(x, (list, tuple)):
+        for i, t in enumerate(x):
+            describe(f"{name}[{i}]", t)
+        return
+    if isinstance(x, np.ndarray):
+        x = torch.from_numpy(x)
+    if not torch.is_tensor(x):
+        raise TypeError(f"describe({name!r}, ...): expected a tensor or array, got {type(x)}")
+    shape = "[" + ", ".join(str(s) for s in x.shape) + "]"
+    dtype = str(x.dtype).replace("torch.", "")
+    line = f"{name:26s} {shape:18s} {dtype:8s}"
+    if x.numel():
+        v = x.detach().float()
+        line += f" min {v.min().item():.4g}  max {v.max().item():.4g}  mean {v.mean().item():.4g}"
+    else:
+        line += " (empty)"
+    print(line)
+
+
+# ---------------------------------------------------------------------------------------
+# The shared data and model, made once
+# ---------------------------------------------------------------------------------------
+
+
+def _make_once(path: Path, build) -> Path:
+    """Build `path` with `build(tmp_path)` in a hidden sibling and rename it into place, so a
+    killed build leaves nothing half-made (and a concurrent one loses the race cleanly)."""
+    if path.exists():
+        return path
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.parent / f".{path.name}.partial-{uuid.uuid4().hex[:8]}"
+    try:
+        build(tmp)
+        try:
+            tmp.rename(path)
+        except OSError:  # someone else finished first: keep theirs
+            if not path.exists():
+                raise
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return path
+
+
+def cached_data() -> tuple[Path, Path]:
+    """The shapes train (1000 images, seed 0) and val (200, seed 1) sets, 128×128, made once."""
+    from .data.shapes import make_shapes
+
+    root = cache_dir() / "data"
+    train = _make_once(root / "shapes_train", lambda p: make_shapes(p, NUM_TRAIN, IMAGE_SIZE, 0))
+    val = _make_once(root / "shapes_val", lambda p: make_shapes(p, NUM_VAL, IMAGE_SIZE, 1))
+    return train, val
+
+
+def tutorial_config() -> Config:
+    """The `shapes` preset; in fast mode FAST_ITERS iterations (capped at FAST_TIME_CAP_MIN)."""
+    cfg = shapes_preset()
+    if not full_mode():
+        cfg.train.max_iters = FAST_ITERS
+        cfg.train.time_budget_min = FAST_TIME_CAP_MIN
+        cfg.train.checkpoint_period = FAST_ITERS  # one checkpoint, at the end
+    cfg.train.device = str(device())
+    return cfg
+
+
+class TutorialModel(NamedTuple):
+    model: nn.Module  # InstanceSegmenter, eval mode
+    cfg: Config
+    class_names: list[str]  # index = label − 1
+    run_dir: Path  # config.json, metrics.jsonl, checkpoint_last.pt, eval.json
+
+
+def cached_model(map_location="cpu") -> TutorialModel:
+    """The trained shapes BlendMask the notebooks share: trained on first use (on the GPU in
+    full mode when there is one), then loaded — on the CPU by default, where the notebooks
+    look at it (128×128 images need no GPU, and matplotlib wants CPU tensors)."""
+    import json
+
+    from .engine.checkpoint import model_from_checkpoint
+    from .engine.trainer import CHECKPOINT, train
+
+    run_dir = cache_dir() / ("shapes_full" if full_mode() else "shapes_fast")
+    if not (run_dir / CHECKPOINT).exists():
+        train_dir, val_dir = cached_data()
+        cfg = tutorial_config()
+        cap = cfg.train.time_budget_min
+        print(
+            f"training the shapes preset once ({cfg.train.max_iters} iterations"
+            + (f" or {cap:g} min, whichever comes first" if cap else "")
+            + f", on {cfg.train.device}) into {run_dir}"
+        )
+        _make_once(run_dir, lambda p: train(cfg, train_dir, val_dir, p, progress=False))
+    else:
+        print(f"using the model trained earlier: {run_dir}")
+    model, cfg, categories = model_from_checkpoint(run_dir / CHECKPOINT, map_location)
+    metrics = json.loads((run_dir / "eval.json").read_text())
+    iters = [json.loads(ln) for ln in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    last = max(r["iter"] for r in iters)
+    print(
+        f"{last} iterations; val box AP {metrics['bbox']['AP']:.3f}, "
+        f"mask AP {metrics['segm']['AP']:.3f} (AP50 {metrics['segm']['AP50']:.3f})"
+    )
+    return TutorialModel(model, cfg, [c["name"] for c in categories], run_dir)
+
+
+def val_dataset(cfg: Config | None = None):
+    """The cached val set with the test-time transforms of `cfg` (default: the shapes preset)."""
+    from .data.coco import CocoInstances
+    from .data.transforms import build_transforms
+
+    _, val_dir = cached_data()
+    return CocoInstances(val_dir, build_transforms((cfg or shapes_preset()).data, train=False))
+
+
+def train_dataset(cfg: Config | None = None, augment: bool = False):
+    """The cached train set (test-time resize only unless `augment`)."""
+    from .data.coco import CocoInstances
+    from .data.transforms import build_transforms
+
+    train_dir, _ = cached_data()
+    return CocoInstances(train_dir, build_transforms((cfg or shapes_preset()).data, train=augment))

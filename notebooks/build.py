@@ -1,0 +1,110 @@
+"""Build the tutorial notebooks from their readable sources, and run them.
+
+The source of every notebook is a "percent" script in notebooks/src/ (the format of jupytext
+and VS Code): cells start with a marker line,
+
+    # %% [markdown]         a markdown cell; each line below starts with "# "
+    # %%                    a code cell
+    # %% solution           a code cell collapsed in Jupyter (an exercise's solution)
+
+    python notebooks/build.py                 # .ipynb from the sources, then execute in place
+    python notebooks/build.py --no-execute    # only write the .ipynb (no outputs)
+    python notebooks/build.py 03 06           # only notebooks whose name starts so
+
+Executing uses nbclient with the `python3` kernel of this interpreter, the notebook's folder
+as working directory and this checkout first on PYTHONPATH, and prints each notebook's time.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from pathlib import Path
+
+import nbformat
+
+HERE = Path(__file__).resolve().parent
+SRC = HERE / "src"
+REPO = HERE.parent
+KERNEL = {"display_name": "Python 3 (ipykernel)", "language": "python", "name": "python3"}
+
+
+def parse_percent(text: str) -> list[nbformat.NotebookNode]:
+    """A percent script → notebook cells (see the module docstring)."""
+    cells, kind, lines = [], None, []
+
+    def close():
+        if kind is None:
+            return
+        body = "\n".join(lines).strip("\n")
+        if kind == "markdown":
+            body = "\n".join(ln[2:] if ln.startswith("# ") else ln.lstrip("#") for ln in
+                             body.splitlines()).strip("\n")  # fmt: skip
+            cells.append(nbformat.v4.new_markdown_cell(body))
+        else:
+            cell = nbformat.v4.new_code_cell(body)
+            if kind == "solution":
+                cell.metadata = {"tags": ["solution"],
+                                 "jupyter": {"source_hidden": True, "outputs_hidden": True}}  # fmt: skip
+            cells.append(cell)
+
+    for line in text.splitlines():
+        if line.startswith("# %%"):
+            close()
+            marker = line[4:].strip()
+            kind = {"[markdown]": "markdown", "solution": "solution", "": "code"}[marker]
+            lines = []
+        elif kind is not None:
+            lines.append(line)
+    close()
+    return cells
+
+
+def build(src: Path) -> nbformat.NotebookNode:
+    nb = nbformat.v4.new_notebook()
+    nb.cells = parse_percent(src.read_text())
+    nb.metadata = {"kernelspec": KERNEL, "language_info": {"name": "python"}}
+    return nb
+
+
+def execute(nb: nbformat.NotebookNode, timeout: int = 900) -> None:
+    """Run `nb` top to bottom in place (a fresh kernel; the notebook folder as cwd)."""
+    from nbclient import NotebookClient
+
+    os.environ["PYTHONPATH"] = os.pathsep.join(
+        [str(REPO)] + [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]
+    )
+    os.environ.setdefault("MPLBACKEND", "module://matplotlib_inline.backend_inline")
+    client = NotebookClient(
+        nb, timeout=timeout, kernel_name="python3", resources={"metadata": {"path": str(HERE)}}
+    )
+    client.execute()
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("prefixes", nargs="*", help="only notebooks whose name starts with these")
+    p.add_argument("--no-execute", action="store_true")
+    args = p.parse_args(argv)
+    sources = sorted(SRC.glob("[0-9][0-9]_*.py"))
+    if args.prefixes:
+        sources = [s for s in sources if any(s.stem.startswith(x) for x in args.prefixes)]
+    total = 0.0
+    for src in sources:
+        nb = build(src)
+        start = time.perf_counter()
+        if not args.no_execute:
+            execute(nb)
+        seconds = time.perf_counter() - start
+        total += seconds
+        nbformat.write(nb, HERE / f"{src.stem}.ipynb")
+        print(f"{src.stem}.ipynb" + ("" if args.no_execute else f"  {seconds:6.1f} s"), flush=True)
+    if not args.no_execute:
+        print(f"all {len(sources)} notebooks: {total / 60:.1f} min")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,192 @@
+# %% [markdown]
+# # 04 · The bottom module: K bases for the whole image
+#
+# BlendMask's *bottom-up* half (Chen et al. 2020, §3.2) predicts a few full-image maps,
+# the **bases**, once per image. They are shared by all objects: no basis belongs to an
+# object. An object's mask is later mixed from the bases *inside its box*
+# (notebooks 05–06). This notebook builds the module that predicts them, looks at what a
+# trained one predicts, and at the auxiliary loss that helps it learn.
+#
+# **What you will learn**
+# - the bottom module: P3, P4, P5 → one map at stride 8 → ×2 upsample → K bases at 1/4 of
+#   the input;
+# - the shapes of each step, for a module built alone with its own small config;
+# - what trained bases look like (signed maps, not masks);
+# - the auxiliary semantic-segmentation loss (§4) and its targets.
+
+# %%
+import matplotlib.pyplot as plt
+import torch
+
+from blendmask_edu.config import BlenderConfig
+from blendmask_edu.modeling.bases import BottomModule, semantic_loss, semantic_targets
+from blendmask_edu.tutorial import cached_model, describe, val_dataset
+
+_ = torch.manual_seed(0)  # the random features below are the same on every run
+
+# %% [markdown]
+# ## 1. The module, built alone
+#
+# ```
+# P3 [B, D, H/8,  W/8 ] ─ conv3×3 ─┐
+# P4 [B, D, H/16, W/16] ─ conv3×3 ─┼─ upsample to H/8 and sum ─► n × conv3×3
+# P5 [B, D, H/32, W/32] ─ conv3×3 ─┘     ─► ×2 upsample ─► conv3×3 ─► conv1×1 ─► bases [B, K, H/4, W/4]
+# ```
+#
+# It is the decoder of the paper's §3.2 (like YOLACT's ProtoNet and DeepLab's decoder):
+# every conv is followed by GroupNorm and ReLU, except the last 1×1 conv, whose outputs are
+# the bases, unbounded and signed. `BottomModule` takes only a `BlenderConfig`, the FPN width
+# and the number of classes (for the auxiliary head), so it can be built here with random
+# weights and fed random features of the right shapes:
+
+# %%
+cfg = BlenderConfig(K=4, bottom_channels=64, bottom_num_convs=2)  # as in the shapes preset
+bottom = BottomModule(cfg, in_channels=64, num_classes=6)
+features = {name: torch.randn(2, 64, 128 // s, 128 // s)  # two 128×128 images
+            for name, s in (("p3", 8), ("p4", 16), ("p5", 32))}
+for name, f in features.items():
+    describe(name, f)
+bottom.eval()
+with torch.no_grad():
+    out = bottom(features)
+describe("bases", out["bases"])
+print("parameters:", sum(p.numel() for p in bottom.parameters()))
+
+# %% [markdown]
+# `[B, K, H/4, W/4]` = `[2, 4, 32, 32]`. The same steps, one submodule at a time, so every
+# intermediate shape is visible (and equal to the module's output at the end):
+
+# %%
+import torch.nn.functional as F
+
+with torch.no_grad():
+    size = features["p3"].shape[-2:]
+    x = 0
+    for name in ("p3", "p4", "p5"):
+        y = bottom.refine[name](features[name])
+        describe(f"refine[{name}]", y)
+        x = x + F.interpolate(y, size=size, mode="bilinear", align_corners=False)
+    describe("sum at stride 8", x)
+    x = bottom.tower(x)
+    describe("tower", x)
+    x = F.interpolate(x, scale_factor=2, mode="bilinear", align_corners=False)
+    describe("×2 upsample", x)
+    bases = bottom.to_bases(bottom.after_upsample(x))
+    describe("bases", bases)
+assert torch.allclose(bases, out["bases"])
+
+# %% [markdown]
+# The bases are at 1/4 of the input, twice as fine as P3: a mask is cut from them at
+# $R \times R$ (28 here, 56 in the paper) inside each box, and the finer the bases, the
+# sharper the mask edges.
+#
+# ## 2. Trained bases
+#
+# The bases of the trained model for four val images. A diverging colour map: red
+# positive, blue negative, white zero, each panel scaled to its own largest absolute value.
+
+# %%
+from blendmask_edu.viz.blendmask_figures import plot_bases
+
+tm = cached_model()
+model = tm.model
+val = val_dataset(tm.cfg)
+images, targets = zip(*[val[i] for i in range(4)])
+with torch.inference_mode():
+    run = model.run(list(images))
+describe("bases of image 0", run["masks"][0]["bases"])
+plot_bases(images, [m["bases"] for m in run["masks"]]);
+
+# %% [markdown]
+# What to notice (notebook 09 measures it):
+# - the bases are not masks of objects: they are signed maps over the whole image, and
+#   every object is covered by all four;
+# - they follow the objects. Bases 1 and 2 are red (positive) inside many shapes — the
+#   triangle in the second row, the two circles in the third — with thin blue lines just outside their
+#   borders; bases 3 and 4 are blue almost everywhere, darkest along outlines and on small
+#   shapes;
+# - no basis belongs to a class: the same basis is red inside triangles, circles and
+#   squares;
+# - not everything is about objects: basis 1 in the first row has red patches in two background
+#   corners, and every basis carries some speckle from the noisy backgrounds.
+#
+# Each basis on its own, with the image under it — move the sliders (in Jupyter; on GitHub
+# you see the first image and basis 1):
+
+# %%
+from blendmask_edu.viz.explorers import BasesExplorer
+
+BasesExplorer(model, val)
+
+# %% [markdown]
+# ## 3. The auxiliary semantic-segmentation loss
+#
+# The mask loss reaches the bases only through the pixels inside boxes. The paper (§4)
+# adds a semantic-segmentation head on the same features, trained with a per-pixel
+# cross-entropy over $C + 1$ classes (0 = background), which gives the bottom features a
+# dense signal everywhere. The library's head sits on P3; its targets are built on the fly
+# from the instance masks: a P3 cell gets the class of the instance covering its centre
+# pixel.
+
+# %%
+sem = semantic_targets(list(targets), size=(16, 16), stride=8)
+describe("semantic targets", sem)
+model.mask_branch.bottom.train()  # the semantic head only runs in training mode
+with torch.no_grad():
+    x, _ = model.preprocess(list(images))
+    feats = model.backbone(x)
+    seg_logits = model.mask_branch.bottom(feats)["seg_logits"]
+model.mask_branch.bottom.eval()
+model.eval()
+describe("seg_logits", seg_logits)
+print(f"loss_sem (before the 0.3 weight): {semantic_loss(seg_logits, list(targets), 8).item():.3f}")
+
+names = ["background"] + tm.class_names
+fig, axes = plt.subplots(3, 4, figsize=(10, 7.6), layout="constrained")
+for i in range(4):
+    axes[0, i].imshow(images[i].permute(1, 2, 0))
+    axes[0, i].set_title(f"val image {i}", fontsize=9)
+    axes[1, i].imshow(sem[i], cmap="tab10", vmin=-0.5, vmax=9.5)
+    axes[1, i].set_title("semantic target (16×16)", fontsize=9)
+    im = axes[2, i].imshow(seg_logits[i].argmax(0), cmap="tab10", vmin=-0.5, vmax=9.5)
+    axes[2, i].set_title("predicted class (argmax)", fontsize=9)
+for ax in axes.flat:
+    ax.set_axis_off()
+cbar = fig.colorbar(im, ax=axes[1:, :], ticks=range(7), shrink=0.7)
+cbar.ax.set_ylim(-0.5, 6.5)
+cbar.ax.set_yticklabels(names);
+
+# %% [markdown]
+# At stride 8 a 128×128 image is 16×16 cells, so small shapes are one or two cells and
+# the semantic map is coarse. The head learns quickly where shapes are (foreground vs
+# background), more slowly which class each one is. It is dropped at inference: only its
+# effect on the shared features stays.
+#
+# ## Summary
+# - The bottom module merges P3..P5 at stride 8, refines, upsamples ×2 and predicts K
+#   signed bases at 1/4 resolution: `[B, K, H/4, W/4]`.
+# - Bases are shared by all instances; they are not masks. Instances differ only in how
+#   they mix the bases (the attention, notebook 05).
+# - The auxiliary semantic loss (weight 0.3 in the `shapes` preset) trains a class map on
+#   P3 from targets made of the instance masks.
+#
+# ## Exercises
+# 1. What are the sizes of P3 and of the bases for a 96×160 image?
+# 2. Build the module with K = 8. Which layer changes, and by how many parameters?
+# 3. Build it with `aux_seg_loss=False`: what does it return in training mode now?
+
+# %% solution
+# 1. 96×160 is already a multiple of 32: P3 is 12×20, the bases 24×40.
+with torch.no_grad():
+    f = {n: torch.randn(1, 64, 96 // s, 160 // s) for n, s in (("p3", 8), ("p4", 16), ("p5", 32))}
+    describe("bases", bottom(f)["bases"])
+
+# %% solution
+# 2. Only the last 1×1 conv: 64·K weights + K biases, so K = 8 adds 4·65 = 260 parameters.
+b8 = BottomModule(BlenderConfig(K=8, bottom_channels=64, bottom_num_convs=2), 64, 6)
+print(b8.to_bases, sum(p.numel() for p in b8.parameters()) - sum(p.numel() for p in bottom.parameters()))
+
+# %% solution
+# 3. Only the bases: there is no semantic head to run.
+b0 = BottomModule(BlenderConfig(K=4, bottom_channels=64, bottom_num_convs=2, aux_seg_loss=False), 64, 6)
+print(sorted(b0.train()(features)))

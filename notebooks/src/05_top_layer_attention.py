@@ -1,0 +1,177 @@
+# %% [markdown]
+# # 05 · The top layer: an attention over the bases for every detection
+#
+# The bases (notebook 04) are the same for every object. What makes a mask belong to one
+# object is its **attention**: for each basis, a coarse $M \times M$ map over the object's
+# box that says how much of that basis to use where. BlendMask's *top layer* (Chen et al.
+# 2020, §3.3) predicts one such attention at **every location** of FCOS, next to the box;
+# a detection takes the attention of the location that detected it.
+#
+# **What you will learn**
+# - the top layer: one 3×3 conv on FCOS' box tower with $K \cdot M \cdot M$ outputs;
+# - why it is computed only at the detections (`at_locations`), and that this gives the
+#   same numbers as the full convolution;
+# - how to read the attention of a detection: `[K, M, M]`, and its softmax over K.
+
+# %%
+import matplotlib.pyplot as plt
+import torch
+
+from blendmask_edu.config import BlenderConfig
+from blendmask_edu.modeling.attention import TopLayer
+from blendmask_edu.tutorial import cached_model, describe, val_dataset
+
+_ = torch.manual_seed(0)  # the random features below are the same on every run
+
+# %% [markdown]
+# ## 1. The layer, built alone
+#
+# $$\mathbf{a} = \mathrm{conv}_{3\times3}(\text{box tower}) \in
+#   \mathbb{R}^{B \times K\cdot M\cdot M \times H_l \times W_l}\quad\text{on every level } l$$
+#
+# With $K = 4$, $M = 14$ that is 784 numbers per location: for the object detected there,
+# four 14×14 maps. The conv's weights start at $\mathcal{N}(0, 0.01^2)$, as in the official
+# code, so all attentions start near zero (equal weights after the softmax).
+
+# %%
+top = TopLayer(BlenderConfig(K=4, M=14), in_channels=64)
+print(top.conv, " parameters:", sum(p.numel() for p in top.parameters()))
+box_tower = [torch.randn(1, 64, 128 // s, 128 // s) for s in (8, 16, 32, 64, 128)]  # P3..P7
+describe("box tower", box_tower[:2])
+with torch.no_grad():
+    everywhere = top(box_tower)
+describe("attention, all locations", everywhere)
+
+# %% [markdown]
+# `[B, L, K·M·M]` = `[1, 341, 784]`: the levels flattened as in FCOS (notebook 03). The
+# layer is large — 64·784·9 weights, more than the rest of the mask branch together —
+# because it outputs 784 channels at every location of every level.
+#
+# ## 2. Only where it is needed: `at_locations`
+#
+# Inference needs the attention of the $N$ detections only (here at most 100 of 341
+# locations; of about 20 000 for an 800×1216 image). `at_locations(box_tower, batch_index,
+# loc_index)` gathers the 3×3 neighbourhood of each needed location and applies the conv's
+# weights to it, returning `[N, K, M, M]`. Same numbers as the full conv:
+
+# %%
+loc_index = torch.tensor([0, 17, 255, 300, 340])  # P3, P3, P3, P4, P7
+batch_index = torch.zeros_like(loc_index)
+with torch.no_grad():
+    picked = top.at_locations(box_tower, batch_index, loc_index)
+describe("at_locations", picked)
+assert torch.allclose(picked, everywhere[0, loc_index].view(-1, 4, 14, 14), atol=1e-5)
+
+# %% [markdown]
+# ## 3. The attention of a detection, trained
+#
+# In the trained model each detection carries `loc_index`, the location that predicted its
+# box. The mask branch reads the box tower there. `model.run` returns the result as
+# `attention` (raw, `[N, K, M, M]`):
+
+# %%
+tm = cached_model()
+model = tm.model
+val = val_dataset(tm.cfg)
+image, target = val[0]
+with torch.inference_mode():
+    out = model.run([image])
+det = out["fcos"]["detections"][0]
+with torch.inference_mode():
+    attention = model.mask_branch.top.at_locations(
+        out["fcos"]["box_tower"], torch.zeros_like(det["loc_index"]), det["loc_index"])
+describe("attention", attention)
+assert torch.allclose(attention, out["masks"][0]["attention"])
+level = out["fcos"]["level"][det["loc_index"][:5]]
+print("levels of the 5 best detections:", [f"P{int(lv) + 3}" for lv in level])
+
+# %% [markdown]
+# The raw numbers are logits. The blender turns them into weights with a softmax **over
+# the K bases** at each position (notebook 06, Eq. 3), so only differences between bases
+# matter. Here are the three best detections: the box, the four raw maps (one colour scale
+# per detection), and the softmax over K at 14×14 (0 to 1).
+
+# %%
+from blendmask_edu.viz.overlay import draw_instances
+
+fig, axes = plt.subplots(3, 9, figsize=(17, 6.2), layout="constrained",
+                         gridspec_kw={"width_ratios": [1.3] + [1] * 8})
+for row in range(3):
+    one = {k: det[k][row : row + 1] for k in ("boxes", "labels", "scores")}
+    draw_instances(axes[row, 0], image, one, tm.class_names, score_thresh=0.0)
+    a = attention[row]  # [K, M, M]
+    lim = float(a.abs().max())
+    for k in range(4):
+        im_raw = axes[row, 1 + k].imshow(a[k], cmap="RdBu_r", vmin=-lim, vmax=lim)
+        axes[row, 1 + k].set_title(f"a{k + 1} (raw)", fontsize=8)
+        im_soft = axes[row, 5 + k].imshow(a.softmax(0)[k], cmap="viridis", vmin=0, vmax=1)
+        axes[row, 5 + k].set_title(f"softmax over K: basis {k + 1}", fontsize=8)
+    fig.colorbar(im_raw, ax=axes[row, 1:5], shrink=0.8, pad=0.01)
+fig.colorbar(im_soft, ax=axes[:, 5:], shrink=0.6, label="weight of the basis")
+for ax in axes.flat:
+    ax.set_xticks([])
+    ax.set_yticks([])
+
+# %% [markdown]
+# Each 14×14 map covers the detection's box, whatever its size. The softmax splits the
+# box into regions, and each region is given (mostly) to one basis. Which basis gets which
+# region is learned. In this model the partition is *concentric*: the centre of the box
+# goes to basis 1, a ring around it to basis 2, an outer ring to basis 3 and the border to
+# basis 4 — for the ring, the triangle and the yellow ring alike. The attention carries a
+# prior about where in its box an object lies; the shape comes from the bases cropped to
+# the box (notebook 06).
+#
+# Which basis wins at each position (argmax over K), for the ten best detections:
+
+# %%
+fig, axes = plt.subplots(2, 10, figsize=(15, 3.4), layout="constrained")
+for i in range(10):
+    one = {k: det[k][i : i + 1] for k in ("boxes", "labels", "scores")}
+    draw_instances(axes[0, i], image, one, tm.class_names, score_thresh=0.0)
+    im = axes[1, i].imshow(attention[i].argmax(0), cmap="tab10", vmin=-0.5, vmax=9.5)
+    axes[1, i].set_title(f"#{i}: argmax$_k$", fontsize=8)
+for ax in axes.flat:
+    ax.set_axis_off()
+cbar = fig.colorbar(im, ax=axes[1, :], ticks=range(4), shrink=0.9)
+cbar.ax.set_ylim(-0.5, 3.5)
+cbar.ax.set_yticklabels([f"basis {k + 1}" for k in range(4)]);
+
+# %% [markdown]
+# The layout is the same for every detection, but not the sizes: the rings of bases 2 and 3
+# are wider or narrower, rounder or squarer from one detection to the next (compare #3 and
+# #7). That is where the attention adapts to its object. Notebook 09 measures how much it
+# varies over the whole val set.
+
+# %% [markdown]
+# ## Summary
+# - The top layer is one 3×3 conv on FCOS' box tower with $K \cdot M \cdot M$ outputs per
+#   location; a detection uses the attention at the location that found it.
+# - `at_locations` computes it only at the needed locations — the same numbers as the full
+#   conv (asserted above).
+# - An attention is `[K, M, M]` over the box; after a softmax over K it says which basis
+#   to take where.
+#
+# ## Exercises
+# 1. How many parameters does the top layer have for M = 7 and M = 28 (the paper's
+#    ablations)? Why does it grow so fast?
+# 2. Check that the softmax over K sums to 1 at every position of a detection's attention.
+# 3. From which levels did the 20 best detections of this image come? Compare with the
+#    sizes of their boxes.
+
+# %% solution
+# 1. 64·K·M²·9 + K·M² grows with M²: M = 28 gives four times the M = 14 layer.
+for M in (7, 14, 28):
+    t = TopLayer(BlenderConfig(K=4, M=M), in_channels=64)
+    print(M, sum(p.numel() for p in t.parameters()))
+
+# %% solution
+# 2.
+s = attention[0].softmax(dim=0)  # [K, M, M]
+print(torch.allclose(s.sum(0), torch.ones(14, 14)))
+
+# %% solution
+# 3. Small boxes come from P3, larger ones from P4/P5 (the size ranges of notebook 03).
+lv = out["fcos"]["level"][det["loc_index"][:20]] + 3
+side = (det["boxes"][:20, 2:] - det["boxes"][:20, :2]).max(1).values
+for l, s_ in sorted(zip(lv.tolist(), side.tolist())):
+    print(f"P{l}: box side {s_:.0f}")

@@ -1,0 +1,264 @@
+# %% [markdown]
+# # 07 · The training loop: logs, checkpoints, resume, AMP, DDP, time budget
+#
+# Every model of the library — the detector alone, BlendMask, and the other mask branches —
+# is trained by the same loop, `blendmask_edu.engine.trainer.Trainer`, which the
+# `blendmask-edu train` command runs. This notebook runs it for a few iterations at a time
+# and opens everything it writes.
+#
+# **What you will learn**
+# - the loop in ten lines, and what a run folder holds (`metrics.jsonl`, checkpoints,
+#   `config.json`, `eval.json`);
+# - how to read the curves;
+# - why a killed run resumes *exactly* (`--resume`), shown by killing one;
+# - mixed precision (AMP) on a GPU, data-parallel training on several processes with
+#   `torchrun`, and how a time budget fixes the number of iterations.
+
+# %%
+import inspect
+import json
+import tempfile
+from pathlib import Path
+
+import torch
+
+from blendmask_edu.config import shapes_preset
+from blendmask_edu.engine.checkpoint import load_checkpoint
+from blendmask_edu.engine.trainer import Trainer
+from blendmask_edu.tutorial import cached_data, cached_model, describe
+from blendmask_edu.viz.training_curves import plot_training_curves, read_metrics
+
+train_dir, val_dir = cached_data()
+work = Path(tempfile.mkdtemp(prefix="blendmask_07_"))
+print("runs of this notebook go to", work)
+
+# %% [markdown]
+# ## 1. The loop
+#
+# ```
+# for it in range(start, total):
+#     images, targets = next(batches)          # InfiniteBatchSampler: resumable, DDP-split
+#     losses = model(images, targets)          # dict of loss terms (autocast on CUDA)
+#     check every term is finite               # else stop, the last checkpoint untouched
+#     backward (GradScaler on CUDA) → clip → optimizer.step → scheduler.step
+#     log metrics.jsonl / checkpoint_last.pt (atomic) / periodic COCO evaluation
+# final COCO evaluation → eval.json
+# ```
+#
+# One iteration is `Trainer.step`; it is short enough to read whole:
+
+# %%
+print(inspect.getsource(Trainer.step))
+
+# %% [markdown]
+# ## 2. A short run
+#
+# The `shapes` preset, made small enough to watch: 4 images a batch, 8 iterations, a
+# log line every 2 and a checkpoint every 4. No val set, so no evaluation (the cached
+# model of the other notebooks has one).
+
+# %%
+def small_config(max_iters=8):
+    cfg = shapes_preset()
+    cfg.train.batch_size = 4
+    cfg.train.max_iters = max_iters
+    cfg.train.time_budget_min = 0.0
+    cfg.train.log_period = 2
+    cfg.train.checkpoint_period = 4
+    cfg.train.device = "cpu"
+    cfg.optim.warmup_iters = 4
+    return cfg
+
+
+torch.manual_seed(0)
+straight = Trainer(small_config(), train_dir, None, work / "straight", progress=False)
+straight.train()
+print(sorted(p.name for p in (work / "straight").iterdir()))
+lines = (work / "straight" / "metrics.jsonl").read_text().splitlines()
+print(f"{len(lines)} lines in metrics.jsonl; the first:\n{lines[0]}")
+
+# %% [markdown]
+# One JSON object per logged step: every loss term, the total, the learning rate, the time
+# of that step and the images per second. Plain JSON lines are easy to read from anything:
+# `read_metrics` splits training lines from evaluation lines, `plot_training_curves`
+# draws them. Here the curves of the cached model's run (more iterations, one evaluation):
+
+# %%
+tm = cached_model()
+train_records, eval_records = read_metrics(tm.run_dir)
+print(len(train_records), "training records; evaluations:", [r["eval"]["segm"]["AP"] for r in eval_records])
+plot_training_curves(tm.run_dir, title=f"the cached model: {tm.run_dir.name}");
+
+# %% [markdown]
+# How to read them: the total loss should fall fast at first, then slowly; a term that
+# rises for long is a warning. `loss_ctr` hardly moves: the BCE of a soft target (the
+# centerness is between 0 and 1) cannot reach 0. The learning rate rises during the
+# warm-up, then follows a cosine to zero at the last iteration.
+#
+# ## 3. Checkpoints, and resuming exactly
+#
+# `checkpoint_last.pt` holds everything needed to continue: the model, the optimizer (its
+# moment estimates), the scheduler, the GradScaler, the random-number generators, the
+# iteration, the elapsed time, and the config. It contains only tensors, numbers, strings
+# and dicts, so it is read with `torch.load(weights_only=True)`, which cannot run code. It
+# is written to `checkpoint_last.pt.tmp` and renamed: a run killed while writing keeps its
+# previous checkpoint.
+
+# %%
+ckpt = load_checkpoint(work / "straight" / "checkpoint_last.pt")
+print(sorted(ckpt))
+print("iteration:", ckpt["iteration"], " total_iters:", ckpt["total_iters"])
+describe("a weight", ckpt["model"]["fcos.head.cls_logits.weight"])
+
+# %% [markdown]
+# Now the same run again, but killed in iteration 6 (after the checkpoint of iteration 4)
+# — here by an exception, as if the machine went down:
+
+# %%
+class Killed(Exception):
+    pass
+
+
+class KilledAt6(Trainer):
+    def step(self, images, targets, it):
+        if it == 5:  # iterations count from 0: this is the 6th
+            raise Killed
+        return super().step(images, targets, it)
+
+
+torch.manual_seed(0)
+try:
+    KilledAt6(small_config(), train_dir, None, work / "killed", progress=False).train()
+except Killed:
+    print("killed; checkpoint at iteration",
+          load_checkpoint(work / "killed" / "checkpoint_last.pt")["iteration"])
+
+# %% [markdown]
+# Resuming (`Trainer.train(resume=True)`, or `blendmask-edu train ... --resume`) loads the
+# checkpoint, drops the log lines written after it, and continues from iteration 4. The
+# sampler knows which images and which random flips iteration 4 used (it derives them from
+# the seed and the iteration number), so the resumed run finishes with **exactly** the
+# weights of the run that was never killed:
+
+# %%
+resumed = Trainer(small_config(), train_dir, None, work / "killed", progress=False)
+resumed.train(resume=True)
+a, b = straight.model.state_dict(), resumed.model.state_dict()
+assert all(torch.equal(a[k], b[k]) for k in a)
+print(f"all {len(a)} tensors equal after resuming")
+print([json.loads(ln)["iter"] for ln in (work / "killed" / "metrics.jsonl").read_text().splitlines()])
+
+# %% [markdown]
+# The log has each iteration once: lines after the checkpoint were dropped on resume.
+#
+# ## 4. Mixed precision (AMP)
+#
+# On a GPU, `TrainConfig.amp=True` (the default) runs the forward pass under
+# `torch.autocast` — convolutions in float16, reductions such as the losses in float32 —
+# and scales the loss (`GradScaler`) so small float16 gradients do not round to zero; the
+# scaler unscales them before clipping and skips a step whose gradients overflowed. On the
+# CPU both are switched off (`self.amp` is False), which is why the lines in `step` above
+# are no-ops here. The loss functions cast logits to float32 (`.float()`) before BCE and
+# focal loss, so AMP never computes a loss in half precision.
+#
+# ## 5. Several processes: DDP with `torchrun`
+#
+# ```bash
+# torchrun --nproc_per_node 4 -m blendmask_edu.cli train --preset shapes --train ... --output-dir RUN
+# ```
+#
+# `torchrun` starts one process per GPU and sets `RANK`, `WORLD_SIZE`, `LOCAL_RANK`; the
+# trainer joins the process group (NCCL on GPUs, gloo on CPUs) and wraps the model in
+# `DistributedDataParallel`, which averages the gradients after every backward. Three things
+# make N processes train like one:
+# - the **batch size is global**: the sampler gives each rank its own slice of every batch;
+# - the loss **normalisers** (number of positives, sum of centerness) are averaged over
+#   processes (`reduce_mean`), so every process divides by the same number;
+# - only rank 0 writes logs and checkpoints.
+#
+# Which images each of 2 processes gets for the first two batches of 8 (index, augmentation
+# seed):
+
+# %%
+from blendmask_edu.engine.sampler import InfiniteBatchSampler
+
+for rank in (0, 1):
+    s = InfiniteBatchSampler(1000, global_batch=8, seed=0, rank=rank, world_size=2)
+    print(f"rank {rank}: batch 0 {[i for i, _ in s.batch(0)]}  batch 1 {[i for i, _ in s.batch(1)]}")
+
+# %% [markdown]
+# And a real two-process run on this CPU (gloo), 3 iterations with a global batch of 4:
+
+# %%
+import subprocess
+import sys
+
+command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+           "-m", "blendmask_edu.cli", "train", "--preset", "shapes", "--train", str(train_dir),
+           "--output-dir", str(work / "ddp"), "--max-iters", "3", "--batch-size", "4",
+           "--device", "cpu"]
+done = subprocess.run(command, capture_output=True, text=True)
+print("exit code", done.returncode)
+for line in (work / "ddp" / "metrics.jsonl").read_text().splitlines():
+    r = json.loads(line)
+    print(f"iter {r['iter']}: loss {r['loss']:.3f}")
+
+# %% [markdown]
+# ## 6. The time budget
+#
+# `--time-budget-min M` (`TrainConfig.time_budget_min`) trains for M minutes instead of a
+# fixed number of iterations — the natural unit on a laptop. The trainer measures its own
+# speed (from iteration 3 on), sets the total number of iterations to what fits in the
+# remaining time, and re-checks every 10 iterations. Because the total is known, the cosine
+# schedule still ends at zero when the budget ends. A 15-second run:
+
+# %%
+cfg = small_config(max_iters=10_000)
+cfg.train.time_budget_min = 0.25
+cfg.train.log_period = 10
+budget = Trainer(cfg, train_dir, None, work / "budget", progress=False)
+budget.train()
+records, _ = read_metrics(work / "budget")
+print(f"max_iters 10000 → fitted to {budget.total_iters[0]} iterations, "
+      f"{budget.elapsed:.1f} s of training")
+plot_training_curves(work / "budget", title="time budget 0.25 min (15 s)");
+
+# %% [markdown]
+# The fitted total is saved in the checkpoint, so a resumed run keeps the same schedule.
+# The first fit happens after 12 iterations (2 to warm up, 10 to measure), so a budget
+# shorter than 12 iterations' time is overrun; and the speed is measured on this machine at
+# this moment — on a shared machine the same budget buys fewer iterations.
+#
+# ## Summary
+# - One loop for every model: forward → finite check → backward → clip → step → log /
+#   checkpoint / evaluate.
+# - A run folder: `config.json`, `metrics.jsonl` (JSON lines), `checkpoint_last.pt`
+#   (atomic, `weights_only`), `eval.json`.
+# - Resume is exact: model, optimizer, scheduler, RNGs and the sampler's position are saved.
+# - AMP on CUDA (autocast + GradScaler); DDP with `torchrun`, global batch split over ranks
+#   and normalisers averaged; a time budget fixes the iteration count from measured speed.
+#
+# ## Exercises
+# 1. From the straight run's `metrics.jsonl`, compute the mean images per second.
+# 2. The run of section 3 finished at iteration 8. Resume it with `max_iters=16`: how
+#    many more iterations run? Read `Trainer.resume` to see why.
+# 3. With 4 processes and `--batch-size 16`, how many images does each process see per
+#    iteration? Check with `InfiniteBatchSampler`.
+
+# %% solution
+# 1.
+records, _ = read_metrics(work / "straight")
+print(sum(r["images_per_s"] for r in records) / len(records))
+
+# %% solution
+# 2. None: `resume` restores the total number of iterations saved in the checkpoint
+#    (`self.total_iters[0] = ckpt["total_iters"]`, 8), so that the learning-rate schedule
+#    of the interrupted run is kept; the new max_iters is not used. To train longer, start
+#    a new run (or fine-tune from the weights).
+longer = Trainer(small_config(max_iters=16), train_dir, None, work / "killed", progress=False)
+longer.train(resume=True)
+print("total_iters after resume:", longer.total_iters[0])
+
+# %% solution
+# 3. 16 / 4 = 4 images per process per iteration.
+print(len(InfiniteBatchSampler(1000, global_batch=16, world_size=4, rank=3).batch(0)))

@@ -1,0 +1,106 @@
+"""Figures and measurements the notebooks use: per-level maps, training curves, basis probes."""
+
+from __future__ import annotations
+
+import json
+
+import matplotlib
+
+matplotlib.use("Agg")
+import pytest  # noqa: E402
+import torch  # noqa: E402
+from tiny import tiny_config  # noqa: E402
+
+from blendmask_edu.data.coco import CocoInstances  # noqa: E402
+from blendmask_edu.modeling.fcos.head import flatten_levels  # noqa: E402
+from blendmask_edu.modeling.segmenter import InstanceSegmenter  # noqa: E402
+from blendmask_edu.viz.bases_probe import (  # noqa: E402
+    cell_regions,
+    plot_probe,
+    position_correlation,
+    probe_bases,
+    region_means,
+)
+from blendmask_edu.viz.levels import plot_levels, split_levels  # noqa: E402
+from blendmask_edu.viz.training_curves import plot_training_curves, read_metrics  # noqa: E402
+
+
+def test_split_levels_undoes_flatten_levels():
+    per_level = [torch.randn(1, 3, 4, 5), torch.randn(1, 3, 2, 3)]
+    flat = flatten_levels(per_level)[0]  # [26, 3]
+    back = split_levels(flat, [(4, 5), (2, 3)])
+    for b, p in zip(back, per_level):
+        torch.testing.assert_close(b, p[0].permute(1, 2, 0))
+    with pytest.raises(ValueError):
+        split_levels(flat, [(4, 5)])
+    fig = plot_levels(torch.rand(3, 32, 40), flat[:, 0], [(4, 5), (2, 3)], (8, 16), "t")
+    assert [ax.get_title() for ax in fig.axes[1:3]] == ["P3 (stride 8, 4×5)", "P4 (stride 16, 2×3)"]
+
+
+def test_read_metrics_splits_training_and_evaluation_lines(tmp_path):
+    lines = [{"iter": 2, "loss": 1.0, "loss_a": 0.5, "lr": 0.1},
+             {"iter": 1, "loss": 2.0, "loss_a": 1.5, "lr": 0.05},
+             {"iter": 2, "eval": {"bbox": {"AP": 0.3}, "segm": {"AP": 0.2}}}]  # fmt: skip
+    (tmp_path / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in lines))
+    train, evals = read_metrics(tmp_path)
+    assert [r["iter"] for r in train] == [1, 2] and len(evals) == 1
+    fig = plot_training_curves(tmp_path)
+    losses = fig.axes[0]
+    assert sorted(line.get_label() for line in losses.get_lines()) == ["loss", "loss_a"]
+    assert [tuple(line.get_xydata()[0]) for line in fig.axes[2].get_lines()] == [(2, 0.3), (2, 0.2)]
+
+
+def test_cell_regions_on_a_square():
+    masks = torch.zeros(1, 32, 32, dtype=torch.uint8)
+    masks[0, 8:24, 8:24] = 1  # cells 2..5 of an 8×8 grid
+    r = cell_regions(masks, stride=4)
+    assert r["interior"].sum() == 4  # cells 3..4 × 3..4
+    assert r["edge"][1:7, 1:7].sum() == 36 - 4 and r["edge"].sum() == 32
+    assert (r["interior"] | r["edge"] | r["background"]).all()
+    assert not (r["interior"] & r["edge"]).any()
+
+
+def test_region_means_and_position_correlation_on_hand_made_bases():
+    masks = torch.zeros(1, 32, 32, dtype=torch.uint8)
+    masks[0, 8:24, 8:24] = 1
+    regions = cell_regions(masks)
+    xs = torch.arange(8.0).expand(8, 8)  # value = column
+    bases = torch.stack([regions["interior"].float(), xs, -xs.T])  # [3, 8, 8]
+    means = region_means(bases, regions)
+    assert means["interior"][0] == 1 and means["background"][0] == 0
+    corr = position_correlation(bases)
+    torch.testing.assert_close(corr[1], torch.tensor([1.0, 0.0]))  # basis 2 follows x
+    torch.testing.assert_close(corr[2], torch.tensor([0.0, -1.0]))  # basis 3 falls with y
+
+
+def test_probe_bases_on_a_small_model(shapes_small):
+    torch.manual_seed(0)
+    cfg = tiny_config("blender")
+    cfg.model.fcos.score_thresh = 0.0
+    cfg.model.fcos.max_detections = 4
+    model = InstanceSegmenter(cfg.model).eval()
+    data = CocoInstances(shapes_small)
+    stats = probe_bases(model, data, num_images=3, R=8, min_score=0.0)
+    K = cfg.model.blender.K
+    assert stats["region_means"].shape == (3, K) and stats["in_box_means"].shape == (K, 8, 8)
+    assert stats["num_detections"] == 12
+    torch.testing.assert_close(stats["attention_mean"].sum(0), torch.ones(8, 8))
+    assert torch.isfinite(stats["class_means"]).all()
+    assert stats["position_correlation"].abs().max() <= 1
+    fig = plot_probe(stats, data.class_names)
+    assert len(fig.axes) > 3 * K
+
+
+def test_mask_iou_and_knockout_shape(shapes_small):
+    from blendmask_edu.viz.bases_probe import _mask_iou, knockout_iou
+
+    a = torch.zeros(2, 4, 4, dtype=torch.bool)
+    b = torch.zeros(2, 4, 4, dtype=torch.bool)
+    a[0, :2], b[0, 1:3] = True, True  # 4 shared of 12 pixels
+    torch.testing.assert_close(_mask_iou(a, b), torch.tensor([1 / 3, 0.0]))
+    torch.manual_seed(0)
+    cfg = tiny_config("blender")
+    cfg.model.fcos.score_thresh = 0.0
+    model = InstanceSegmenter(cfg.model).eval()
+    ious = knockout_iou(model, CocoInstances(shapes_small), num_images=2, min_score=0.0)
+    assert ious.shape == (cfg.model.blender.K + 1,) and ((ious >= 0) & (ious <= 1)).all()
