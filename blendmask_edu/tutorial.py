@@ -37,6 +37,9 @@ CACHE_ENV = "BLENDMASK_EDU_CACHE"  # where the shared data and model live
 FAST_ITERS = 400
 FAST_TIME_CAP_MIN = 3.5
 NUM_TRAIN, NUM_VAL, IMAGE_SIZE = 1000, 200, 128  # the data of `make demo`
+NUM_SMALL_VAL = 24  # `small_val`: scored by the tiny-budget demonstrations of `compare`
+# The zoo of notebook 08 (`cached_zoo`): iterations of each mask branch on the shared detector.
+ZOO_FAST_ITERS, ZOO_FULL_ITERS, ZOO_BATCH = 150, 1500, 8
 
 
 def full_mode() -> bool:
@@ -93,6 +96,23 @@ def describe(name: str, x) -> None:
     print(line)
 
 
+def picture(path, width: int = 800):
+    """A PNG file to show in a notebook, resized to `width` pixels and reduced to 256 colours,
+    so that a committed notebook does not carry the full-size file."""
+    import io
+
+    from IPython.display import Image as IPImage
+    from PIL import Image
+
+    with Image.open(path) as im:
+        im = im.convert("RGB")
+        if im.width > width:
+            im = im.resize((width, round(im.height * width / im.width)), Image.Resampling.LANCZOS)
+        buf = io.BytesIO()
+        im.quantize(256).save(buf, format="PNG", optimize=True)
+    return IPImage(data=buf.getvalue(), width=width)
+
+
 # ---------------------------------------------------------------------------------------
 # The shared data and model, made once
 # ---------------------------------------------------------------------------------------
@@ -125,6 +145,15 @@ def cached_data() -> tuple[Path, Path]:
     train = _make_once(root / "shapes_train", lambda p: make_shapes(p, NUM_TRAIN, IMAGE_SIZE, 0))
     val = _make_once(root / "shapes_val", lambda p: make_shapes(p, NUM_VAL, IMAGE_SIZE, 1))
     return train, val
+
+
+def small_val(num_images: int = NUM_SMALL_VAL) -> Path:
+    """The first `num_images` images of the val set as a set of their own (the same seed),
+    made once: for demonstrations that train on a tiny budget and must score quickly."""
+    from .data.shapes import make_shapes
+
+    path = cache_dir() / "data" / f"shapes_val_{num_images}"
+    return _make_once(path, lambda p: make_shapes(p, num_images, IMAGE_SIZE, 1))
 
 
 def tutorial_config() -> Config:
@@ -176,6 +205,61 @@ def cached_model(map_location="cpu") -> TutorialModel:
         f"mask AP {metrics['segm']['AP']:.3f} (AP50 {metrics['segm']['AP50']:.3f})"
     )
     return TutorialModel(model, cfg, [c["name"] for c in categories], run_dir)
+
+
+def shared_detector_model(branch: str, detector: nn.Module, cfg: Config) -> nn.Module:
+    """A model of mask branch `branch` on `detector`'s backbone, FPN and FCOS: their weights
+    copied and frozen (no gradient, BatchNorm statistics fixed), the mask branch fresh."""
+    from .modeling.segmenter import InstanceSegmenter
+
+    cfg.model.mask_branch = branch
+    cfg.model.backbone.freeze_bn = True
+    torch.manual_seed(cfg.train.seed)
+    model = InstanceSegmenter(cfg.model)
+    shared = {k: v for k, v in detector.state_dict().items() if not k.startswith("mask_branch.")}
+    missing, unexpected = model.load_state_dict(shared, strict=False)
+    assert not unexpected and all(k.startswith("mask_branch.") for k in missing)
+    for name, p in model.named_parameters():
+        p.requires_grad = name.startswith("mask_branch.")
+    return model
+
+
+def cached_zoo(map_location="cpu") -> dict[str, nn.Module]:
+    """One model per mask branch of the zoo (blender, yolact, fcis, roi), all on the *same*
+    detector: the backbone, FPN and FCOS of `cached_model()`, frozen, with a fresh mask branch
+    trained on them for ZOO_FAST_ITERS iterations of ZOO_BATCH images (ZOO_FULL_ITERS in full
+    mode). Trained once into the cache, then loaded (on the CPU by default)
+    → {branch: model in eval mode}.
+
+    With the detector shared and frozen, only the fusion differs between the four models:
+    what the notebooks' side-by-side pictures need. It is not `blendmask-edu compare`, which
+    trains every branch with its own detector from scratch (notebook 08)."""
+    from .engine.checkpoint import model_from_checkpoint
+    from .engine.compare import ZOO
+    from .engine.trainer import CHECKPOINT, Trainer
+
+    root = cache_dir() / ("zoo_full" if full_mode() else "zoo_fast")
+    iters = pick(ZOO_FAST_ITERS, ZOO_FULL_ITERS)
+    detector = None
+    for branch in ZOO:
+        if (root / branch / CHECKPOINT).exists():
+            continue
+        if detector is None:
+            detector = cached_model().model
+            print(f"training each mask branch once for {iters} iterations on the shared, frozen "
+                  f"detector, on {device()}, into {root}")  # fmt: skip
+        cfg = tutorial_config()
+        cfg.train.max_iters, cfg.train.time_budget_min = iters, 0.0
+        cfg.train.batch_size, cfg.train.checkpoint_period = ZOO_BATCH, iters
+        model = shared_detector_model(branch, detector, cfg)
+
+        def build(path: Path, cfg=cfg, model=model) -> None:
+            Trainer(cfg, cached_data()[0], None, path, model=model, progress=False).train()
+
+        _make_once(root / branch, build)
+    if detector is None:
+        print(f"using the zoo trained earlier: {root}")
+    return {b: model_from_checkpoint(root / b / CHECKPOINT, map_location)[0] for b in ZOO}
 
 
 def val_dataset(cfg: Config | None = None):

@@ -72,3 +72,34 @@ def test_make_once_builds_once_and_leaves_nothing_on_failure(tmp_path):
     with pytest.raises(RuntimeError):
         tutorial._make_once(tmp_path / "other", broken)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["thing"]  # no partial folder left
+
+
+def test_shared_detector_model_copies_and_freezes_all_but_the_mask_branch():
+    from tiny import tiny_config
+
+    from blendmask_edu.modeling.segmenter import InstanceSegmenter
+
+    torch.manual_seed(0)
+    detector = InstanceSegmenter(tiny_config("blender").model)
+    model = tutorial.shared_detector_model("fcis", detector, tiny_config("blender"))
+    assert type(model.mask_branch).__name__ == "FCISBranch"
+    assert model.cfg.backbone.freeze_bn  # BatchNorm statistics stay the detector's
+    ref = detector.state_dict()
+    for name, p in model.named_parameters():
+        shared = not name.startswith("mask_branch.")
+        assert p.requires_grad is not shared, name
+        if shared:
+            assert torch.equal(p, ref[name]), name
+
+
+def test_picture_shrinks_a_png_for_the_notebook(tmp_path):
+    import io
+
+    from PIL import Image
+
+    path = tmp_path / "big.png"
+    Image.fromarray(np.random.default_rng(0).integers(0, 255, (300, 1200, 3), np.uint8)).save(path)
+    shown = tutorial.picture(path, width=400)
+    with Image.open(io.BytesIO(shown.data)) as im:
+        assert im.size == (400, 100) and im.mode == "P"  # 256 colours
+    assert len(shown.data) < path.stat().st_size

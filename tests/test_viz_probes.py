@@ -1,8 +1,6 @@
-"""Figures and measurements the notebooks use: per-level maps, training curves, basis probes."""
+"""Figures and measurements the notebooks use: per-level maps, basis probes."""
 
 from __future__ import annotations
-
-import json
 
 import matplotlib
 
@@ -22,7 +20,6 @@ from blendmask_edu.viz.bases_probe import (  # noqa: E402
     region_means,
 )
 from blendmask_edu.viz.levels import plot_levels, split_levels  # noqa: E402
-from blendmask_edu.viz.training_curves import plot_training_curves, read_metrics  # noqa: E402
 
 
 def test_split_levels_undoes_flatten_levels():
@@ -35,19 +32,6 @@ def test_split_levels_undoes_flatten_levels():
         split_levels(flat, [(4, 5)])
     fig = plot_levels(torch.rand(3, 32, 40), flat[:, 0], [(4, 5), (2, 3)], (8, 16), "t")
     assert [ax.get_title() for ax in fig.axes[1:3]] == ["P3 (stride 8, 4×5)", "P4 (stride 16, 2×3)"]
-
-
-def test_read_metrics_splits_training_and_evaluation_lines(tmp_path):
-    lines = [{"iter": 2, "loss": 1.0, "loss_a": 0.5, "lr": 0.1},
-             {"iter": 1, "loss": 2.0, "loss_a": 1.5, "lr": 0.05},
-             {"iter": 2, "eval": {"bbox": {"AP": 0.3}, "segm": {"AP": 0.2}}}]  # fmt: skip
-    (tmp_path / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in lines))
-    train, evals = read_metrics(tmp_path)
-    assert [r["iter"] for r in train] == [1, 2] and len(evals) == 1
-    fig = plot_training_curves(tmp_path)
-    losses = fig.axes[0]
-    assert sorted(line.get_label() for line in losses.get_lines()) == ["loss", "loss_a"]
-    assert [tuple(line.get_xydata()[0]) for line in fig.axes[2].get_lines()] == [(2, 0.3), (2, 0.2)]
 
 
 def test_cell_regions_on_a_square():

@@ -1,27 +1,26 @@
 """ipywidgets explorers: move a control, the picture is redrawn.
 
     Explorer                      controls + render(**values) → matplotlib figure → PNG
-     └─ DetectionExplorer         picks an image and one of its detections (cached model runs)
-         └─ BlendingExplorer      (a) attention, basis crops, products, mask, GT   (Eq. 1–4)
-    BasesExplorer                 (b) a slider over the K bases of an image
+     ├─ DetectionExplorer         picks an image and one of its detections (cached model runs)
+     │   ├─ BlendingExplorer      (a) attention, basis crops, products, mask, GT   (Eq. 1–4)
+     │   └─ ZooExplorer           (c) one detection under every mask branch of the zoo
+     └─ BasesExplorer             (b) a slider over the K bases of an image
 
-Every picture is made by a plain function of `viz.blending` that the explorer only wraps, so
-a notebook can call the same function for a static figure. The picture lives in an
+Every picture is made by a plain function of `viz.blending` or `viz.fusion_figures` that the
+explorer only wraps, so a notebook can call the same function for a static figure. The picture lives in an
 `ipywidgets.Image` (PNG bytes), which also makes the explorers testable headless: set a
 control's `.value` and `.png` changes.
 
 Where widgets are not rendered (GitHub, nbviewer without widget state), displaying an
 explorer still shows a PNG of its current state: its display bundle carries the widget view
 *and* `image/png`, and each front end picks the richest type it knows.
-
-A future explorer of one detection under every fusion of the zoo is a `DetectionExplorer`
-whose `render` draws one row per model; picking the image and detection is already here.
 """
 
 from __future__ import annotations
 
 import base64
 import io
+from typing import NamedTuple
 
 import ipywidgets as widgets
 import matplotlib.pyplot as plt
@@ -29,6 +28,7 @@ import torch
 
 from .blending import detection_intermediates, plot_basis, plot_detection_blending
 from .blendmask_figures import gt_crop_for
+from .fusion_figures import masks_for_detection, plot_zoo_detection
 
 
 def figure_png(fig, dpi: int = 80) -> bytes:
@@ -90,6 +90,16 @@ class Explorer:
         return bundle
 
 
+class Prediction(NamedTuple):
+    """What a `DetectionExplorer` keeps of one image: the model's outputs at inference."""
+
+    image: torch.Tensor  # [3, H, W]
+    target: dict  # the GT
+    masks: dict | None  # the mask branch's outputs (`run(...)["masks"][0]`)
+    result: dict  # `postprocess`: boxes, scores, labels, masks (pasted)
+    detections: dict  # FCOS' detections (boxes, scores, labels, loc_index)
+
+
 class DetectionExplorer(Explorer):
     """An image slider over `dataset` and a drop-down of that image's detections.
 
@@ -99,15 +109,15 @@ class DetectionExplorer(Explorer):
     def __init__(self, model, dataset, class_names, max_detections: int = 20, dpi: int = 80):
         self.model, self.dataset, self.class_names = model, dataset, class_names
         self.max_detections = max_detections
-        self._cache: dict[int, tuple] = {}
+        self._cache: dict[int, Prediction] = {}
         image = widgets.IntSlider(0, 0, len(dataset) - 1, description="image")
         detection = widgets.Dropdown(description="detection")
         self._controls = {"image": image, "detection": detection}
         self._set_detections(0)
         super().__init__(self._controls, dpi)
 
-    def predict(self, index: int) -> tuple:
-        """(image [3, H, W], target, run's masks dict, result dict) of dataset item `index`."""
+    def predict(self, index: int) -> Prediction:
+        """The model's outputs on dataset item `index` (cached)."""
         if index not in self._cache:
             image, target = self.dataset[index]
             device = next(self.model.parameters()).device
@@ -115,11 +125,13 @@ class DetectionExplorer(Explorer):
                 run = self.model.run([image.to(device)])
                 result = self.model.postprocess(run)[0]
             masks = run["masks"][0] if "masks" in run else None
-            self._cache[index] = (image, target, masks, {k: v.cpu() for k, v in result.items()})
+            cpu = lambda d: {k: v.cpu() for k, v in d.items()}  # noqa: E731
+            detections = cpu(run["fcos"]["detections"][0])
+            self._cache[index] = Prediction(image, target, masks, cpu(result), detections)
         return self._cache[index]
 
     def _set_detections(self, index: int) -> None:
-        result = self.predict(index)[3]
+        result = self.predict(index).result
         n = min(len(result["boxes"]), self.max_detections)
         options = [
             (f"{i}: {self.class_names[int(result['labels'][i]) - 1]} "
@@ -133,25 +145,71 @@ class DetectionExplorer(Explorer):
         if name == "image":
             self._set_detections(self.controls["image"].value)
 
+    def no_detection(self, image: int):
+        fig, ax = plt.subplots(figsize=(3, 3))
+        ax.imshow(self.predict(image).image.permute(1, 2, 0).clamp(0, 1))
+        ax.set_title(f"image {image}: no detection")
+        ax.set_axis_off()
+        return fig
+
+    def title(self, image: int, detection: int) -> str:
+        result = self.predict(image).result
+        name = self.class_names[int(result["labels"][detection]) - 1]
+        return f"image {image}, #{detection}: {name} {float(result['scores'][detection]):.2f}"
+
 
 class BlendingExplorer(DetectionExplorer):
     """(a) A detection's attention (M×M and upsampled, after softmax), basis crops, the
     products and the blended mask next to the GT (`plot_detection_blending`)."""
 
     def render(self, image: int, detection: int):
-        img, target, masks, result = self.predict(image)
         if detection < 0:
-            fig, ax = plt.subplots(figsize=(3, 3))
-            ax.imshow(img.permute(1, 2, 0).clamp(0, 1))
-            ax.set_title(f"image {image}: no detection")
-            ax.set_axis_off()
-            return fig
-        box = result["boxes"][detection]
-        inter = detection_intermediates(masks, detection)
-        name = self.class_names[int(result["labels"][detection]) - 1]
-        title = f"image {image}, #{detection}: {name} {float(result['scores'][detection]):.2f}"
-        gt = gt_crop_for(box, target, inter["masks"].shape[-1])
-        return plot_detection_blending(img, box, inter, title, gt)
+            return self.no_detection(image)
+        pred = self.predict(image)
+        box = pred.result["boxes"][detection]
+        inter = detection_intermediates(pred.masks, detection)
+        gt = gt_crop_for(box, pred.target, inter["masks"].shape[-1])
+        return plot_detection_blending(pred.image, box, inter, self.title(image, detection), gt)
+
+
+class ZooExplorer(DetectionExplorer):
+    """(c) One detection under every mask branch of the zoo, side by side
+    (`plot_zoo_detection`).
+
+    `models`: label → `InstanceSegmenter` (eval mode), one per branch. The image's detections
+    are those of the `reference` model (default: the first); every model's mask branch then
+    makes a mask for the *same* box, read at the same FPN location, so only the fusion
+    differs (each model has its own backbone, FPN and FCOS, trained with its branch)."""
+
+    def __init__(self, models: dict, dataset, class_names, reference: str | None = None,
+                 max_detections: int = 20, dpi: int = 80):  # fmt: skip
+        self.models = dict(models)
+        self.reference = reference or next(iter(self.models))
+        self._outputs: dict[tuple[int, int], dict] = {}
+        super().__init__(self.models[self.reference], dataset, class_names, max_detections, dpi)
+
+    def outputs(self, image: int, detection: int) -> dict[str, dict]:
+        """label → the branch's outputs for detection `detection` of image `image` (cached)."""
+        if (image, detection) not in self._outputs:
+            pred = self.predict(image)
+            keys = ("boxes", "scores", "labels", "loc_index")
+            one = {k: pred.detections[k][detection : detection + 1] for k in keys}
+            self._outputs[image, detection] = {
+                label: masks_for_detection(model, pred.image, one)
+                for label, model in self.models.items()
+            }
+        return self._outputs[image, detection]
+
+    def render(self, image: int, detection: int):
+        if detection < 0:
+            return self.no_detection(image)
+        pred = self.predict(image)
+        box = pred.detections["boxes"][detection]
+        outputs = self.outputs(image, detection)
+        R = next(iter(outputs.values()))["masks"].shape[-1]
+        gt = gt_crop_for(box, pred.target, R)
+        title = f"{self.title(image, detection)} (found by {self.reference})"
+        return plot_zoo_detection(pred.image, box, outputs, gt, title)
 
 
 class BasesExplorer(Explorer):

@@ -111,9 +111,9 @@ print("run folder:", sorted(p.name for p in tm.run_dir.iterdir()))
 # (COCO AP on val). The curves, from `metrics.jsonl`:
 
 # %%
-from blendmask_edu.viz.training_curves import plot_training_curves
+from blendmask_edu.viz.curves import plot_curves
 
-plot_training_curves(tm.run_dir, title="shapes preset, " + ("full" if full_mode() else "fast") + " mode");
+plot_curves(tm.run_dir);
 
 # %% [markdown]
 # Five loss terms: `loss_cls` (focal loss over all locations), `loss_box` (GIoU) and

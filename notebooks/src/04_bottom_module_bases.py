@@ -131,13 +131,10 @@ BasesExplorer(model, val)
 # %%
 sem = semantic_targets(list(targets), size=(16, 16), stride=8)
 describe("semantic targets", sem)
-model.mask_branch.bottom.train()  # the semantic head only runs in training mode
-with torch.no_grad():
+with torch.no_grad():  # the loss path asks for the semantic logits: with_seg=True
     x, _ = model.preprocess(list(images))
     feats = model.backbone(x)
-    seg_logits = model.mask_branch.bottom(feats)["seg_logits"]
-model.mask_branch.bottom.eval()
-model.eval()
+    seg_logits = model.mask_branch.bottom(feats, with_seg=True)["seg_logits"]
 describe("seg_logits", seg_logits)
 print(f"loss_sem (before the 0.3 weight): {semantic_loss(seg_logits, list(targets), 8).item():.3f}")
 
@@ -159,8 +156,9 @@ cbar.ax.set_yticklabels(names);
 # %% [markdown]
 # At stride 8 a 128×128 image is 16×16 cells, so small shapes are one or two cells and
 # the semantic map is coarse. The head learns quickly where shapes are (foreground vs
-# background), more slowly which class each one is. It is dropped at inference: only its
-# effect on the shared features stays.
+# background), more slowly which class each one is. Only the loss asks for it
+# (`with_seg=True`, in training and for the validation loss); inference skips it, and only
+# its effect on the shared features stays.
 #
 # ## Summary
 # - The bottom module merges P3..P5 at stride 8, refines, upsamples ×2 and predicts K
@@ -173,7 +171,8 @@ cbar.ax.set_yticklabels(names);
 # ## Exercises
 # 1. What are the sizes of P3 and of the bases for a 96×160 image?
 # 2. Build the module with K = 8. Which layer changes, and by how many parameters?
-# 3. Build it with `aux_seg_loss=False`: what does it return in training mode now?
+# 3. Build it with `aux_seg_loss=False`: what does it return when asked for the semantic
+#    logits (`with_seg=True`) now?
 
 # %% solution
 # 1. 96×160 is already a multiple of 32: P3 is 12×20, the bases 24×40.
@@ -189,4 +188,4 @@ print(b8.to_bases, sum(p.numel() for p in b8.parameters()) - sum(p.numel() for p
 # %% solution
 # 3. Only the bases: there is no semantic head to run.
 b0 = BottomModule(BlenderConfig(K=4, bottom_channels=64, bottom_num_convs=2, aux_seg_loss=False), 64, 6)
-print(sorted(b0.train()(features)))
+print(sorted(b0(features, with_seg=True)))

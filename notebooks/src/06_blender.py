@@ -236,7 +236,7 @@ fig.colorbar(im, ax=axes, shrink=0.6, label="mask probability");
 #   \mathrm{BCE}(m_d, \mathrm{target}_d)}{\sum_d \mathrm{ctr}^*_d}$$
 
 # %%
-from blendmask_edu.modeling.blendmask import mask_targets
+from blendmask_edu.modeling.mask_branch import mask_targets
 
 mt = mask_targets([target], R_model)
 describe("mask targets", mt)

@@ -26,7 +26,7 @@ from blendmask_edu.config import shapes_preset
 from blendmask_edu.engine.checkpoint import load_checkpoint
 from blendmask_edu.engine.trainer import Trainer
 from blendmask_edu.tutorial import cached_data, cached_model, describe
-from blendmask_edu.viz.training_curves import plot_training_curves, read_metrics
+from blendmask_edu.viz.curves import plot_curves, read_metrics
 
 train_dir, val_dir = cached_data()
 work = Path(tempfile.mkdtemp(prefix="blendmask_07_"))
@@ -39,13 +39,16 @@ print("runs of this notebook go to", work)
 # for it in range(start, total):
 #     images, targets = next(batches)          # InfiniteBatchSampler: resumable, DDP-split
 #     losses = model(images, targets)          # dict of loss terms (autocast on CUDA)
-#     check every term is finite               # else stop, the last checkpoint untouched
 #     backward (GradScaler on CUDA) → clip → optimizer.step → scheduler.step
-#     log metrics.jsonl / checkpoint_last.pt (atomic) / periodic COCO evaluation
-# final COCO evaluation → eval.json
+#     every log_period: check the terms are finite, log a line to metrics.jsonl
+#     every checkpoint_period: checkpoint_last.pt (atomic); every eval_period: evaluate
+# final evaluation (val losses + COCO AP) → eval.json
 # ```
 #
-# One iteration is `Trainer.step`; it is short enough to read whole:
+# One iteration is `Trainer.step`; it is short enough to read whole. It returns the loss
+# terms as *tensors*: reading a number out of a GPU tensor (`.item()`) makes the CPU wait
+# for the GPU, so the loop looks at the values only every `log_period` steps — then it
+# checks that they are finite (a NaN stops the run, the last checkpoint untouched).
 
 # %%
 print(inspect.getsource(Trainer.step))
@@ -79,19 +82,26 @@ print(f"{len(lines)} lines in metrics.jsonl; the first:\n{lines[0]}")
 
 # %% [markdown]
 # One JSON object per logged step: every loss term, the total, the learning rate, the time
-# of that step and the images per second. Plain JSON lines are easy to read from anything:
-# `read_metrics` splits training lines from evaluation lines, `plot_training_curves`
-# draws them. Here the curves of the cached model's run (more iterations, one evaluation):
+# of that step and the images per second. An evaluation adds a line with the *validation
+# losses* (the same terms on the val set, model in eval mode, no gradients) and the COCO AP.
+# Plain JSON lines are easy to read from anything: `read_metrics` splits training lines from
+# evaluation lines, `plot_curves` draws them (`blendmask-edu plot RUN_DIR` writes the same
+# figure to `RUN_DIR/curves.png`). Here the curves of the cached model's run (more
+# iterations, one evaluation at the end):
 
 # %%
 tm = cached_model()
 train_records, eval_records = read_metrics(tm.run_dir)
-print(len(train_records), "training records; evaluations:", [r["eval"]["segm"]["AP"] for r in eval_records])
-plot_training_curves(tm.run_dir, title=f"the cached model: {tm.run_dir.name}");
+print(len(train_records), "training records; evaluations:")
+for r in eval_records:
+    print(f"  iter {r['iter']}: val loss {r['val']['loss']:.3f}, mask AP {r['eval']['segm']['AP']:.3f}")
+plot_curves(tm.run_dir);
 
 # %% [markdown]
 # How to read them: the total loss should fall fast at first, then slowly; a term that
-# rises for long is a warning. `loss_ctr` hardly moves: the BCE of a soft target (the
+# rises for long is a warning. A validation loss well above the training loss at the same
+# iteration means the model fits the training images better than new ones (overfitting);
+# here they are close. `loss_ctr` hardly moves: the BCE of a soft target (the
 # centerness is between 0 and 1) cannot reach 0. The learning rate rises during the
 # warm-up, then follows a cosine to zero at the last iteration.
 #
@@ -120,10 +130,13 @@ class Killed(Exception):
 
 
 class KilledAt6(Trainer):
-    def step(self, images, targets, it):
-        if it == 5:  # iterations count from 0: this is the 6th
+    steps = 0
+
+    def step(self, images, targets):
+        self.steps += 1
+        if self.steps == 6:
             raise Killed
-        return super().step(images, targets, it)
+        return super().step(images, targets)
 
 
 torch.manual_seed(0)
@@ -221,7 +234,7 @@ budget.train()
 records, _ = read_metrics(work / "budget")
 print(f"max_iters 10000 → fitted to {budget.total_iters[0]} iterations, "
       f"{budget.elapsed:.1f} s of training")
-plot_training_curves(work / "budget", title="time budget 0.25 min (15 s)");
+plot_curves(work / "budget");
 
 # %% [markdown]
 # The fitted total is saved in the checkpoint, so a resumed run keeps the same schedule.

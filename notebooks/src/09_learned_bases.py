@@ -54,8 +54,8 @@ plot_bases(images, [m["bases"] for m in run["masks"]], max_images=6);
 #   marks small shapes with dark dots (the little cross, star and triangle of row 4).
 # - No basis is red for one class only: triangles, circles and squares all light up in
 #   bases 1 and 2.
-# - Some of it is not about shapes: basis 1 of row 1 has red patches in two background
-#   corners, and the backgrounds' noise leaves speckle in every basis.
+# - Some of it is not about shapes: basis 1 of row 1 has red patches on the background
+#   near the image's edges, and the backgrounds' noise leaves speckle in every basis.
 
 # %% [markdown]
 # ## 2. Measure
@@ -85,8 +85,8 @@ plot_probe(stats, names);
 # %% [markdown]
 # The measurements agree with the pictures, and add what the eye cannot average:
 # - **Region.** Bases 1 and 2 are strongly positive on interiors (≈ +3.7) and about zero
-#   on background. Basis 2 stays positive at edges (+1.3), basis 1 drops to ≈ 0 there.
-#   Basis 3 is negative on interiors and background (≈ −1.6 to −1.9) but ≈ 0 at edges: the
+#   on background. Basis 2 stays positive at edges (+1.5), basis 1 drops to ≈ 0 there.
+#   Basis 3 is negative on interiors and background (≈ −1.6 to −2.0) but ≈ 0 at edges: the
 #   edge is where it is *least* negative. Basis 4 is strongly negative everywhere, least
 #   at edges.
 # - **Position in the image.** Every correlation with x or y is below 0.1 in size: no basis
@@ -99,10 +99,10 @@ plot_probe(stats, names);
 # - **Attention.** The mean weights are the concentric zones of notebook 05: basis 1 at
 #   the centre of the box, basis 2 on a ring around it, basis 3 on an outer ring, basis 4
 #   at the border. The centre and the border are almost the same for every detection
-#   (spread < 0.1); the two rings vary most (spread up to ≈ 0.25). That is where each
+#   (spread mostly < 0.1); the two rings vary most (spread up to ≈ 0.27). That is where each
 #   detection adapts the mix to its object.
 # - **Class.** Class differences follow geometry, not identity. A ring's body is thin, so
-#   few of its cells are "interior" and basis 1 is weak on rings (1.3 against 3.7–5.0).
+#   few of its cells are "interior" and basis 1 is weak on rings (1.1 against 3.6–5.0).
 #   Stars and crosses, with their thin arms, are weaker in basis 2.
 #
 # ## 3. Which bases do the masks need?
@@ -118,7 +118,7 @@ for k in range(1, len(ious)):
     print(f"without basis {k}:    mask IoU {ious[k]:.3f}  ({ious[k] - ious[0]:+.3f})")
 
 # %% [markdown]
-# Basis 1 matters most (−0.13 IoU without it), then basis 2 (−0.07). Bases 3 and 4 cost
+# Basis 1 matters most (−0.12 IoU without it), then basis 2 (−0.06). Bases 3 and 4 cost
 # little (−0.01 and −0.03). They hold the outside of the box: the zones where they sit are
 # mostly background, which they push towards "off". Exercise 3 shows what a mask looks like
 # without them: grey, undecided, where they were.
@@ -129,8 +129,8 @@ for k in range(1, len(ious)):
 #
 # | basis | what it appears to encode | where the attention uses it | without it |
 # |---|---|---|---|
-# | 1 | "inside a shape": positive on interiors, ~0 at edges, slightly negative on background | the centre of the box | −0.13 IoU |
-# | 2 | "shape up to its border": positive on interiors *and* edges | a ring around the centre, varying per detection | −0.07 |
+# | 1 | "inside a shape": positive on interiors, ~0 at edges, slightly negative on background | the centre of the box | −0.12 IoU |
+# | 2 | "shape up to its border": positive on interiors *and* edges | a ring around the centre, varying per detection | −0.06 |
 # | 3 | "outline": negative except along borders | an outer ring, varying per detection | −0.01 |
 # | 4 | "off": strongly negative everywhere, darkest on and around small shapes | the border of the box | −0.03 |
 #
