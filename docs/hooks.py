@@ -127,11 +127,19 @@ def on_page_content(html, page, config, files):
 
 
 def fix_toc_anchors(items, ids: list[str]) -> None:
-    """Point each TOC item whose anchor is no heading id at the heading id it begins."""
+    """Point each TOC item whose anchor is no heading id at the heading id whose words hold
+    the anchor's words in order (inline code is missing from the anchor, anywhere in it)."""
     for item in items:
         if item.id not in ids:
-            item.id = next((i for i in ids if i.startswith(item.id)), item.id)
+            words = item.id.split("-")
+            item.id = next((i for i in ids if in_order(words, i.split("-"))), item.id)
         fix_toc_anchors(item.children, ids)
+
+
+def in_order(words: list[str], longer: list[str]) -> bool:
+    """Whether `words` appear in `longer` in the same order (gaps allowed)."""
+    rest = iter(longer)
+    return all(w in rest for w in words)
 
 
 # -- 3. MathJax on Markdown pages with formulas -------------------------------------------
