@@ -193,3 +193,22 @@ def test_timm_kwargs_reach_timm_and_survive_config_json():
     back = Config.from_dict(cfg.to_dict()).model.backbone
     assert back.timm_kwargs == {"zero_init_last": False}
     assert (last_bn_weights(back) == 1).all()
+
+
+def test_with_c2_adds_the_stride4_map_and_keeps_the_pyramid():
+    """`with_c2` returns the backbone's own stride-4 map beside P3..P7, which stay the same."""
+    from blendmask_edu.modeling.backbone import pyramid_levels
+
+    cfg = BackboneConfig(name="efficientnet_lite0", weights_path=PYPI_LITE0)
+    torch.manual_seed(0)
+    plain = BackboneFPN(cfg, FPNConfig(32)).eval()
+    with_c2 = BackboneFPN(cfg, FPNConfig(32), with_c2=True).eval()
+    with_c2.load_state_dict(plain.state_dict())  # same parameter names: C2 adds no weights
+    x = torch.randn(2, 3, 64, 96)
+    with torch.no_grad():
+        a, b = plain(x), with_c2(x)
+    assert tuple(b) == (*LEVELS, "c2") and with_c2.c2_channels == 24
+    assert b["c2"].shape == (2, 24, 16, 24)  # H/4 × W/4
+    assert len(pyramid_levels(b)) == 5
+    for name in LEVELS:
+        torch.testing.assert_close(a[name], b[name])

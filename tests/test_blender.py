@@ -452,3 +452,21 @@ def test_semantic_targets_at_stride_8():
     assert sem.dtype == torch.long and sem.shape == (2, 5, 6)
     assert torch.equal(sem[0], expected)
     assert (sem[1] == 0).all()
+
+
+def test_bottom_module_reads_c2_when_asked():
+    """`bottom_c2`: the stride-4 map is added after the ×2 upsample and gets gradients."""
+    from blendmask_edu.modeling.bases import BottomModule
+
+    cfg = BlenderConfig(K=4, bottom_channels=16, bottom_num_convs=1, bottom_c2=True)
+    bottom = BottomModule(cfg, in_channels=8, num_classes=3, c2_channels=5)
+    feats = {f"p{i}": torch.randn(2, 8, 64 // 2**i, 64 // 2**i) for i in (3, 4, 5)}
+    feats["c2"] = torch.randn(2, 5, 16, 16, requires_grad=True)
+    bases = bottom(feats)["bases"]
+    assert bases.shape == (2, 4, 16, 16)
+    bases.square().sum().backward()
+    assert feats["c2"].grad.abs().sum() > 0 and bottom.c2[0].weight.grad.abs().sum() > 0
+    changed = dict(feats, c2=feats["c2"].detach() + 1.0)  # C2 changes the bases
+    assert not torch.allclose(bottom(changed)["bases"], bases)
+    with pytest.raises(ValueError, match="C2 channels"):
+        BottomModule(cfg, in_channels=8, num_classes=3)

@@ -375,3 +375,32 @@ def test_mask_targets_used_by_the_roi_head_are_28_by_28():
     targets = [instance_target([[4, 4, 28, 28]], [1])]
     assert mask_targets(targets, 28).shape == (1, 28, 28)
     assert mask_targets(targets, 28).sum() == 28 * 28  # a filled box
+
+
+@pytest.mark.parametrize("branch", ["blender", "yolact", "fcis"])
+def test_bottom_c2_trains_end_to_end(branch):
+    """`bottom_c2`: the segmenter asks its backbone for C2, the mask loss reaches it through
+    the bottom module, and inference gives one mask per detection."""
+    from blendmask_edu.config import BackboneConfig, FPNConfig
+    from blendmask_edu.modeling.segmenter import InstanceSegmenter
+
+    cfg = model_cfg(branch)
+    cfg.backbone = BackboneConfig(name="resnet18", weights_path=None)
+    cfg.fpn = FPNConfig(channels=D)
+    cfg.blender = BlenderConfig(**{**BLENDER.__dict__, "bottom_c2": True})
+    torch.manual_seed(0)
+    model = InstanceSegmenter(cfg).train()
+    assert model.backbone.with_c2 and model.backbone.c2_channels == 64  # resnet18's layer1
+    targets = [instance_target(TWO_BOXES, [1, 2])]
+    run = model.run([torch.rand(3, 64, 64)], targets)
+    assert all(torch.isfinite(v) for v in run["losses"].values())
+    c2 = run["features"]["c2"]  # [1, 64, 16, 16]: resnet18's layer1 output
+    assert c2.shape == (1, 64, 16, 16)
+    c2.retain_grad()
+    run["losses"]["loss_mask"].backward()
+    assert c2.grad.abs().sum() > 0
+    assert model.mask_branch.bottom.c2[0].weight.grad.abs().sum() > 0
+    model.eval()
+    with torch.no_grad():
+        out = model([torch.rand(3, 64, 64)])[0]
+    assert out["masks"].shape == (len(out["boxes"]), 64, 64)

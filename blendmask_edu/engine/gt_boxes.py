@@ -17,6 +17,7 @@ from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
 from ..data.batching import collate
+from ..modeling.backbone import pyramid_levels
 from ..modeling.fcos.targets import fcos_targets
 from .coco_eval import evaluate_coco
 
@@ -61,7 +62,7 @@ def run_on_gt_boxes(model, images: list[torch.Tensor], targets: list[dict]) -> d
     """Like `InstanceSegmenter.run` at inference, with the GT boxes as the detections."""
     x, image_sizes = model.preprocess(images)
     features = model.backbone(x)
-    fcos_out = model.fcos(list(features.values()), image_sizes)
+    fcos_out = model.fcos(pyramid_levels(features), image_sizes)
     detections = gt_detections(fcos_out, targets, model.fcos.cfg)
     masks = model.mask_branch.forward_test(features, fcos_out, detections)
     return {"image_sizes": image_sizes, "fcos": {"detections": detections}, "masks": masks}

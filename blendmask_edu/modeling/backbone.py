@@ -24,18 +24,20 @@ from .weights import load_backbone_weights
 FEATURE_STRIDES = (8, 16, 32)  # C3, C4, C5
 
 
-def create_timm_backbone(cfg: BackboneConfig) -> tuple[nn.Module, list[str]]:
-    """A timm model returning its stride-8/16/32 feature maps (C3, C4, C5), and the names of
-    the modules that end each of its stages (strides 2, 4, 8, ...)."""
+def create_timm_backbone(
+    cfg: BackboneConfig, strides: tuple[int, ...] = FEATURE_STRIDES
+) -> tuple[nn.Module, list[str]]:
+    """A timm model returning its feature maps at `strides` (default 8/16/32: C3, C4, C5), and
+    the names of the modules that end each of its stages (strides 2, 4, 8, ...)."""
     import timm
 
     kwargs = dict(features_only=True, pretrained=False, **cfg.timm_kwargs)
     probe = timm.create_model(cfg.name, **kwargs)
     reductions = probe.feature_info.reduction()
-    missing = [s for s in FEATURE_STRIDES if s not in reductions]
+    missing = [s for s in strides if s not in reductions]
     if missing:
         raise ValueError(f"backbone {cfg.name!r} has no feature maps at strides {missing}")
-    out_indices = tuple(reductions.index(s) for s in FEATURE_STRIDES)
+    out_indices = tuple(reductions.index(s) for s in strides)
     if cfg.pretrained:
         body = _timm_pretrained(cfg.name, out_indices, cfg.timm_kwargs)
     else:
@@ -81,18 +83,31 @@ def _timm_pretrained(name: str, out_indices: tuple[int, ...], timm_kwargs: dict)
         ) from err
 
 
-class BackboneFPN(nn.Module):
-    """timm backbone + FPN. `forward(x)` → OrderedDict p3..p7, each [B, D, H/s, W/s]."""
+def pyramid_levels(features: dict[str, torch.Tensor]) -> list[torch.Tensor]:
+    """P3..P7 from the backbone's output, in order (without the optional "c2")."""
+    return [f for name, f in features.items() if name.startswith("p")]
 
-    def __init__(self, backbone_cfg: BackboneConfig, fpn_cfg: FPNConfig):
+
+class BackboneFPN(nn.Module):
+    """timm backbone + FPN. `forward(x)` → OrderedDict p3..p7, each [B, D, H/s, W/s].
+
+    `with_c2=True` adds "c2": the backbone's own stride-4 map [B, c2, H/4, W/4] (not through
+    the FPN), for a bottom module that reads fine detail (`BlenderConfig.bottom_c2`).
+    """
+
+    def __init__(self, backbone_cfg: BackboneConfig, fpn_cfg: FPNConfig, with_c2: bool = False):
         super().__init__()
-        self.body, stage_modules = create_timm_backbone(backbone_cfg)
+        self.with_c2 = with_c2
+        strides = (4, *FEATURE_STRIDES) if with_c2 else FEATURE_STRIDES
+        self.body, stage_modules = create_timm_backbone(backbone_cfg, strides)
         self.frozen = freeze_stages(self.body, stage_modules, backbone_cfg.freeze_at)
         self.freeze_bn = backbone_cfg.freeze_bn
         self.channels_last = backbone_cfg.channels_last
         if self.channels_last:
             self.body.to(memory_format=torch.channels_last)
         in_channels = self.body.feature_info.channels()  # e.g. [40, 112, 320] for lite0
+        if with_c2:
+            self.c2_channels, *in_channels = in_channels  # e.g. 24 for lite0
         D = fpn_cfg.channels
         # P6 is made from P5 (in_channels == out_channels), as in FCOS.
         self.fpn = FeaturePyramidNetwork(in_channels, D, extra_blocks=LastLevelP6P7(D, D))
@@ -102,8 +117,11 @@ class BackboneFPN(nn.Module):
     def forward(self, x: torch.Tensor) -> OrderedDict[str, torch.Tensor]:
         if self.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
-        c3, c4, c5 = self.body(x)
-        return self.fpn(OrderedDict(p3=c3, p4=c4, p5=c5))  # p3..p7
+        *c2, c3, c4, c5 = self.body(x)
+        features = self.fpn(OrderedDict(p3=c3, p4=c4, p5=c5))  # p3..p7
+        if self.with_c2:
+            features["c2"] = c2[0]  # [B, c2, H/4, W/4]
+        return features
 
     def train(self, mode: bool = True):
         super().train(mode)

@@ -3,6 +3,7 @@
     P3 [B, D, H/8,  W/8 ] ─ conv3×3 ─┐
     P4 [B, D, H/16, W/16] ─ conv3×3 ─┼─ upsample to H/8 and sum ─► n × conv3×3
     P5 [B, D, H/32, W/32] ─ conv3×3 ─┘     ─► ×2 upsample ─► conv3×3 ─► conv1×1 ─► bases [B, K, H/4, W/4]
+                                                        (+ conv3×3(C2) with `bottom_c2`)
 
 This is the ProtoNet/DeepLab-style decoder of the paper (§3.2; AdelaiDet's "basis module").
 An auxiliary semantic-segmentation head on P3 (paper §4, "semantic segmentation loss") is
@@ -36,14 +37,21 @@ class BottomModule(nn.Module):
         in_channels: int,
         num_classes: int,
         num_outputs: int | None = None,
+        c2_channels: int = 0,
     ):
         """`num_outputs` maps (default `cfg.K` bases; YOLACT's prototypes and FCIS'
-        position-sensitive maps come from this same module with another count)."""
+        position-sensitive maps come from this same module with another count).
+        `c2_channels`: channels of the backbone's stride-4 map, read when `cfg.bottom_c2`."""
         super().__init__()
         self.in_levels = cfg.bottom_in_levels
         C = cfg.bottom_channels
         self.refine = nn.ModuleDict({name: conv_gn_relu(in_channels, C) for name in self.in_levels})
         self.tower = nn.Sequential(*[conv_gn_relu(C, C) for _ in range(cfg.bottom_num_convs)])
+        self.c2 = None
+        if cfg.bottom_c2:
+            if c2_channels <= 0:
+                raise ValueError("BlenderConfig.bottom_c2 needs the backbone's C2 channels")
+            self.c2 = conv_gn_relu(c2_channels, C)
         self.after_upsample = conv_gn_relu(C, C)
         self.to_bases = nn.Conv2d(C, num_outputs or cfg.K, 1)
         self.seg_head = None
@@ -68,6 +76,8 @@ class BottomModule(nn.Module):
             x = x + y  # [B, C, h, w]
         x = self.tower(x)
         x = F.interpolate(x, scale_factor=2, mode="bilinear", align_corners=False)
+        if self.c2 is not None:
+            x = x + self.c2(features["c2"])  # [B, C, 2h, 2w]: the stride-4 detail
         bases = self.to_bases(self.after_upsample(x))  # [B, K, 2h, 2w]
         out = {"bases": bases}
         if self.seg_head is not None and with_seg:

@@ -29,10 +29,12 @@ from .targets_batched import mask_targets_batched, positive_instances_batched
 
 
 class BlendMaskBranch(MaskBranch):
-    def __init__(self, cfg: BlenderConfig, in_channels: int, fcos_cfg: FCOSConfig):
+    def __init__(
+        self, cfg: BlenderConfig, in_channels: int, fcos_cfg: FCOSConfig, c2_channels: int = 0
+    ):
         super().__init__()
         self.cfg = cfg
-        self.bottom = BottomModule(cfg, in_channels, fcos_cfg.num_classes)
+        self.bottom = BottomModule(cfg, in_channels, fcos_cfg.num_classes, c2_channels=c2_channels)
         self.top = TopLayer(cfg, in_channels)
         level_strides = dict(zip(("p3", "p4", "p5", "p6", "p7"), fcos_cfg.strides))
         self.bases_stride = level_strides[cfg.bottom_in_levels[0]] // 2  # 4 with P3 first

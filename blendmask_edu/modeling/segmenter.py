@@ -17,29 +17,32 @@ from torch import nn
 
 from ..config import MASK_BRANCHES, ModelConfig
 from ..data.batching import pad_images
-from .backbone import BackboneFPN
+from .backbone import BackboneFPN, pyramid_levels
 from .fcos import FCOS
 from .mask_branch import MaskBranch
 from .paste import paste_masks
 
 
-def build_mask_branch(cfg: ModelConfig, in_channels: int) -> MaskBranch | None:
-    """The mask branch named by `cfg.mask_branch` (None for "none": the detector alone)."""
+def build_mask_branch(
+    cfg: ModelConfig, in_channels: int, c2_channels: int = 0
+) -> MaskBranch | None:
+    """The mask branch named by `cfg.mask_branch` (None for "none": the detector alone).
+    `c2_channels`: the backbone's stride-4 channels, for a bottom module with `bottom_c2`."""
     name = cfg.mask_branch
     if name == "none":
         return None
     if name == "blender":
         from .blendmask import BlendMaskBranch
 
-        return BlendMaskBranch(cfg.blender, in_channels, cfg.fcos)
+        return BlendMaskBranch(cfg.blender, in_channels, cfg.fcos, c2_channels)
     if name == "yolact":
         from .fusion.yolact import YolactBranch
 
-        return YolactBranch(cfg.yolact, cfg.blender, in_channels, cfg.fcos)
+        return YolactBranch(cfg.yolact, cfg.blender, in_channels, cfg.fcos, c2_channels)
     if name == "fcis":
         from .fusion.fcis import FCISBranch
 
-        return FCISBranch(cfg.fcis, cfg.blender, in_channels, cfg.fcos)
+        return FCISBranch(cfg.fcis, cfg.blender, in_channels, cfg.fcos, c2_channels)
     if name == "roi":
         from .fusion.roi import RoIMaskHead
 
@@ -59,10 +62,14 @@ class InstanceSegmenter(nn.Module):
     ):
         super().__init__()
         self.cfg = cfg
-        self.backbone = backbone if backbone is not None else BackboneFPN(cfg.backbone, cfg.fpn)
+        if backbone is None:  # the bottom module of blender/YOLACT/FCIS may read C2
+            with_c2 = cfg.blender.bottom_c2 and cfg.mask_branch in ("blender", "yolact", "fcis")
+            backbone = BackboneFPN(cfg.backbone, cfg.fpn, with_c2=with_c2)
+        self.backbone = backbone
         self.fcos = FCOS(cfg.fcos, self.backbone.out_channels)
         if mask_branch is None:
-            mask_branch = build_mask_branch(cfg, self.backbone.out_channels)
+            c2_channels = getattr(self.backbone, "c2_channels", 0)
+            mask_branch = build_mask_branch(cfg, self.backbone.out_channels, c2_channels)
         self.mask_branch = mask_branch
         self.size_divisibility = size_divisibility
         self.register_buffer("pixel_mean", torch.tensor(cfg.pixel_mean).view(3, 1, 1), False)
@@ -100,8 +107,8 @@ class InstanceSegmenter(nn.Module):
         if targets is None and self.training:
             raise ValueError("InstanceSegmenter in training mode needs targets")
         x, image_sizes = self.preprocess(images)
-        features = self.backbone(x)  # p3..p7
-        fcos_out = self.fcos(list(features.values()), image_sizes, targets)
+        features = self.backbone(x)  # p3..p7 (+ c2)
+        fcos_out = self.fcos(pyramid_levels(features), image_sizes, targets)
         out = {"image_sizes": image_sizes, "features": features, "fcos": fcos_out}
         if targets is not None:
             losses = dict(fcos_out["losses"])

@@ -17,6 +17,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 import torch
 
+from ..modeling.backbone import pyramid_levels
 from ..modeling.paste import paste_masks
 from .overlay import to_numpy_image
 
@@ -31,7 +32,7 @@ def masks_for_detection(model, image: torch.Tensor, detection: dict) -> dict:
     device = next(model.parameters()).device
     x, sizes = model.preprocess([image.to(device)])
     features = model.backbone(x)
-    fcos_out = model.fcos(list(features.values()), sizes)
+    fcos_out = model.fcos(pyramid_levels(features), sizes)
     detection = {k: v.to(device) for k, v in detection.items()}
     out = model.mask_branch.forward_test(features, fcos_out, [detection])[0]
     return {k: v.detach().float().cpu() for k, v in out.items()}

@@ -85,12 +85,17 @@ class FCISBranch(MaskBranch):
         bottom_cfg: BlenderConfig,
         in_channels: int,
         fcos_cfg: FCOSConfig,
+        c2_channels: int = 0,  # the backbone's stride-4 map, read with `bottom_cfg.bottom_c2`
     ):
         super().__init__()
         self.cfg = cfg
         self.bottom_cfg = bottom_cfg  # the bottom module's settings and the proposal cap
         self.bottom = BottomModule(
-            bottom_cfg, in_channels, fcos_cfg.num_classes, num_outputs=cfg.k * cfg.k
+            bottom_cfg,
+            in_channels,
+            fcos_cfg.num_classes,
+            num_outputs=cfg.k * cfg.k,
+            c2_channels=c2_channels,
         )
         level_strides = dict(zip(("p3", "p4", "p5", "p6", "p7"), fcos_cfg.strides))
         self.maps_stride = level_strides[bottom_cfg.bottom_in_levels[0]] // 2  # 4 with P3

@@ -72,12 +72,17 @@ class YolactBranch(MaskBranch):
         bottom_cfg: BlenderConfig,
         in_channels: int,
         fcos_cfg: FCOSConfig,
+        c2_channels: int = 0,  # the backbone's stride-4 map, read with `bottom_cfg.bottom_c2`
     ):
         super().__init__()
         self.cfg = cfg
         self.bottom_cfg = bottom_cfg  # the bottom module's settings and the proposal cap
         self.bottom = BottomModule(
-            bottom_cfg, in_channels, fcos_cfg.num_classes, num_outputs=cfg.num_prototypes
+            bottom_cfg,
+            in_channels,
+            fcos_cfg.num_classes,
+            num_outputs=cfg.num_prototypes,
+            c2_channels=c2_channels,
         )
         self.coefficients = LocationConv(in_channels, cfg.num_prototypes)
         level_strides = dict(zip(("p3", "p4", "p5", "p6", "p7"), fcos_cfg.strides))
