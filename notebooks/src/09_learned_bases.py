@@ -14,7 +14,7 @@
 #   interior), by position, by class, inside the box, and by switching a basis off;
 # - what our four bases encode, and how the attention uses them.
 #
-# The words below describe the model of the committed run (fast mode, 400 iterations on
+# The words below describe the model of the committed run (fast mode, 300 iterations on
 # the CPU). A model trained longer (`BLENDMASK_EDU_FULL=1`) or with another seed may order
 # and sign its bases differently; the measurements tell which is which.
 
@@ -49,9 +49,10 @@ plot_bases(images, [m["bases"] for m in run["masks"]], max_images=6);
 #   the two circles of row 3, the dark square of row 5. Each red region stops at the
 #   shape's border, where a thin blue line runs just outside. Basis 2 is the smoother of the
 #   two and reaches further towards the borders.
-# - **Bases 3 and 4** are blue (negative) nearly everywhere. Their darkest blue traces the
-#   outlines of shapes (the triangle in row 6 is drawn as a dark outline in basis 3) and
-#   marks small shapes with dark dots (the little cross, star and triangle of row 4).
+# - **Basis 4** is blue (negative) nearly everywhere, **basis 3** pale with dark blue strokes.
+#   Their darkest blue traces the outlines of shapes (the triangle in row 6 is drawn as a dark
+#   outline in basis 3) and marks small shapes with dark dots (the little cross, star and
+#   triangle of row 4).
 # - No basis is red for one class only: triangles, circles and squares all light up in
 #   bases 1 and 2.
 # - Some of it is not about shapes: basis 1 of row 1 has red patches on the background
@@ -84,9 +85,10 @@ plot_probe(stats, names);
 
 # %% [markdown]
 # The measurements agree with the pictures, and add what the eye cannot average:
-# - **Region.** Bases 1 and 2 are strongly positive on interiors (≈ +3.7) and about zero
-#   on background. Basis 2 stays positive at edges (+1.5), basis 1 drops to ≈ 0 there.
-#   Basis 3 is negative on interiors and background (≈ −1.6 to −2.0) but ≈ 0 at edges: the
+# - **Region.** Bases 1 and 2 are strongly positive on interiors (≈ +3.1 to +3.3) and
+#   about zero on background. Basis 2 stays positive at edges (+1.2), basis 1 drops to
+#   +0.4 there. Basis 3 is mildly negative on interiors and background (≈ −1.1) but 0 at
+#   edges: the
 #   edge is where it is *least* negative. Basis 4 is strongly negative everywhere, least
 #   at edges.
 # - **Position in the image.** Every correlation with x or y is below 0.1 in size: no basis
@@ -99,10 +101,10 @@ plot_probe(stats, names);
 # - **Attention.** The mean weights are the concentric zones of notebook 05: basis 1 at
 #   the centre of the box, basis 2 on a ring around it, basis 3 on an outer ring, basis 4
 #   at the border. The centre and the border are almost the same for every detection
-#   (spread mostly < 0.1); the two rings vary most (spread up to ≈ 0.27). That is where each
+#   (spread mostly < 0.1); the two rings vary most (spread up to ≈ 0.22). That is where each
 #   detection adapts the mix to its object.
 # - **Class.** Class differences follow geometry, not identity. A ring's body is thin, so
-#   few of its cells are "interior" and basis 1 is weak on rings (1.1 against 3.6–5.0).
+#   few of its cells are "interior" and basis 1 is weak on rings (0.9 against 3.2–4.5).
 #   Stars and crosses, with their thin arms, are weaker in basis 2.
 #
 # ## 3. Which bases do the masks need?
@@ -118,20 +120,20 @@ for k in range(1, len(ious)):
     print(f"without basis {k}:    mask IoU {ious[k]:.3f}  ({ious[k] - ious[0]:+.3f})")
 
 # %% [markdown]
-# Basis 1 matters most (−0.12 IoU without it), then basis 2 (−0.06). Bases 3 and 4 cost
-# little (−0.01 and −0.03). They hold the outside of the box: the zones where they sit are
+# Basis 1 matters most (−0.10 IoU without it), then basis 2 (−0.06). Bases 3 and 4 cost
+# little (−0.005 and −0.03). They hold the outside of the box: the zones where they sit are
 # mostly background, which they push towards "off". Exercise 3 shows what a mask looks like
 # without them: grey, undecided, where they were.
 #
 # ## 4. In words
 #
-# For this model (400 CPU iterations, K = 4):
+# For this model (300 CPU iterations, K = 4):
 #
 # | basis | what it appears to encode | where the attention uses it | without it |
 # |---|---|---|---|
-# | 1 | "inside a shape": positive on interiors, ~0 at edges, slightly negative on background | the centre of the box | −0.12 IoU |
+# | 1 | "inside a shape": positive on interiors, weak at edges, ~0 on background | the centre of the box | −0.10 IoU |
 # | 2 | "shape up to its border": positive on interiors *and* edges | a ring around the centre, varying per detection | −0.06 |
-# | 3 | "outline": negative except along borders | an outer ring, varying per detection | −0.01 |
+# | 3 | "outline": negative except along borders | an outer ring, varying per detection | −0.005 |
 # | 4 | "off": strongly negative everywhere, darkest on and around small shapes | the border of the box | −0.03 |
 #
 # So the work is split between the two branches. The attention is a concentric *position*
@@ -140,11 +142,11 @@ for k in range(1, len(ious)):
 # make round-ish masks that follow a shape's outline where the bases are sharp.
 #
 # **Where the bases are not interpretable.** Basis 3 is weak and nearly unused (switching
-# it off costs 0.01 IoU); its dots on small shapes and its background speckle have no
-# clear meaning. The red background patches of basis 1 (row 1) answer to the background's
-# colour, not to a shape. No basis encodes a class; and none encodes left/right or
+# it off costs 0.005 IoU); its dots on small shapes and its background speckle have no
+# clear meaning. The red background patches of basis 1 (row 1) follow the background, not
+# a shape. No basis encodes a class; and none encodes left/right or
 # top/bottom inside the box, unlike the position-sensitive bases the paper pictures —
-# maybe because our shapes look the same rotated, maybe because 400 iterations are not
+# maybe because our shapes look the same rotated, maybe because 300 iterations are not
 # enough. Longer training (`BLENDMASK_EDU_FULL=1`) is the first thing to try.
 #
 # ## Summary
