@@ -140,7 +140,7 @@ for kind in ("bbox", "segm"):
 
 # %% [markdown]
 # After a few CPU minutes the model is far from finished (the 9.5-minute `make demo` run
-# reaches about 0.38 mask AP), but it is good enough to look at.
+# reaches about 0.56 mask AP), but it is good enough to look at.
 #
 # ## 4. Predict
 #
@@ -218,9 +218,9 @@ plot_detection_blending(images[0], det["boxes"][0], inter, f"best detection: {na
                         gt_crop_for(det["boxes"][0], targets[0], inter["masks"].shape[-1]));
 
 # %% [markdown]
-# The best detection is the red ring. Its mask is a whole ring, although the GT is only
-# the part you can see (the purple ring hides its left side): after a few CPU minutes the
-# model has not learned occlusion. Notebook 06 takes this figure apart.
+# The best detection is the red ring, whose left side the purple ring hides. Its mask is
+# the visible crescent, close to the GT: no full ring drawn through the purple one, only a
+# faint blur at the left edge of the box. Notebook 06 takes this figure apart.
 #
 # ## Summary
 # - A BlendMask = FCOS detector + bottom module (K bases) + top layer (K·M·M attention per
