@@ -135,18 +135,19 @@ print("cropped σ(Σ c_k P_k) =\n", assemble(P, c).sigmoid()[0] * inside[0])
 plot_yolact(image, box, runs["yolact"]["masks"][0], d, gt);
 
 # %% [markdown]
-# Our detection is a ring, and YOLACT gets it wrong. Most of the prototypes it weighs most are
-# not about this ring: P$_{27}$, P$_{31}$, P$_{12}$ and P$_{4}$ are bright on many shapes of
-# the image, and they are *subtracted* (c ≈ −0.9 to −1); P$_{23}$, added (+0.84), is bright
-# along the lower band of the ring. Summed, cropped to the box and read at 28×28, they give
-# a blob brighter at the bottom with no hole: one weight per prototype cannot carve a hole in
-# the middle of *this* ring unless some prototype already has one there. And everything is
-# drawn on the 32×32 prototype grid, where this 39-pixel ring is about 10×10 cells —
-# YOLACT's resolution ceiling on small images (exercise 1 measures it).
+# Our detection is a ring, and YOLACT gets it wrong. The prototypes it weighs most are not
+# about this ring: P$_{21}$, P$_{3}$, P$_{31}$, P$_{24}$ and P$_{11}$ are bright on the
+# background or on many shapes of the image, and they are *subtracted* (c ≈ −0.95 to −1);
+# P$_{1}$, added (+0.99), is zero everywhere — a dead prototype, its ReLU never fires.
+# Summed, cropped to the box and read at 28×28, they give a grey, undecided map, a little
+# lighter towards the border than in the middle: a hint of the ring, but neither a clean
+# band nor a hole. One weight per prototype cannot carve a hole in the middle of *this*
+# ring unless some prototype already has one there. And everything is drawn on the 32×32
+# prototype grid, where this 35-pixel ring is about 9×9 cells — YOLACT's resolution
+# ceiling on small images (exercise 1 measures it).
 #
-# (Section 5 shows more: on a large triangle YOLACT's mask is fine, and its 32 coefficients
-# are almost the same for every detection — after 150 iterations they are close to one
-# shared mix.)
+# (Section 5 shows more: YOLACT's 32 coefficients are almost the same for every detection
+# — after 150 iterations they are close to one shared mix.)
 #
 # ## 3. FCIS: position-sensitive score maps and assembled cells
 #
@@ -258,15 +259,15 @@ print(f"blender attention:   same dominant basis on {same.mean():.1%} of the pix
 
 # %% [markdown]
 # Both are close to *one* mix shared by all detections: YOLACT's coefficient vectors are
-# nearly parallel (cosine 0.97 on average), and the blender's dominant basis agrees on about
-# 95 % of the pixels between any two detections. What to look for in the explorer (pictures
-# of this run): on the ring, YOLACT misses the hole and the other three draw it, FCIS with
-# visible cell seams. On a large, lone shape (image 5) all four are good. The blender's
-# attention is the same prior for every detection — basis 3 in the centre, bases 1 and 2 on
-# the upper and lower halves of a ring around it, basis 4 at the border (notebook 09 finds
-# the same kind of prior in the jointly trained model) — and the mask follows the object
-# because the *bases* do. FCIS' cells are fixed by construction. Try a small shape and two
-# overlapping shapes.
+# nearly parallel (cosine 0.96 on average, 0.84 for the least similar pair), and the
+# blender's dominant basis agrees on about 86 % of the pixels between two detections (52 %
+# for the least similar pair). What to look for in the explorer (pictures of this run): on
+# the ring, YOLACT misses the hole and the other three draw it, FCIS with visible cell
+# seams. The blender's attention is mostly the same prior for every detection — here basis
+# 3 in the centre and along the upper left, basis 1 on a ring around the centre, basis 2
+# at the border (notebook 09 finds a prior of the same kind in the jointly trained model)
+# — and the mask follows the object because the *bases* do. FCIS' cells are fixed by
+# construction. Try a large lone shape, a small shape and two overlapping shapes.
 #
 # ## 6. `compare`: every branch trained and measured alike
 #

@@ -166,12 +166,12 @@ fig.suptitle(f"val image 5, detection {d} ({name}): the same attention at three 
              fontsize=10);
 
 # %% [markdown]
-# At M = 7 the zones of the attention (centre, ring, outer ring, border — notebook 09)
-# survive with softer edges, only the thin border zone of basis 4 shrinks to the corners,
-# and the mask hardly changes. At M = 2 the zones average out: every weight is nearly
-# uniform over the box. The mask is *still* a triangle — the bases carry the shape — with a
-# softer outline. On shapes the attention
-# is a smooth, round prior, which is why M matters little *here*; objects with parts in fixed
+# At M = 7 the zones of the attention (left band, centre, right strip, border — notebook
+# 09) survive with softer edges, only the thin border zone of basis 4 shrinks to the
+# corners, and the mask hardly changes. At M = 2 the zones average out into vertical
+# stripes: basis 3 on the left, bases 1 and 2 on the right, basis 4 gone. The mask is
+# *still* a triangle — the bases carry the shape — with a softer outline. On shapes the
+# attention is a smooth prior, which is why M matters little *here*; objects with parts in fixed
 # places (a person's head at the top of the box) would need a finer M.
 #
 # ## 3. R: the resolution of the mask
@@ -266,7 +266,7 @@ print(f"{changed / max(total, 1):.2%} of mask pixels flip at 0.5; largest probab
 # %% [markdown]
 # About 4 % of the mask pixels flip at 0.5. In the example they lie on the object's outline,
 # where the mask is undecided and a small change of weight tips it; the largest change over
-# the 30 images is 0.96, a pixel that went from "off" to "on". Inside and outside the
+# the 30 images is 0.99, a pixel that went from "off" to "on". Inside and outside the
 # object nothing changes: with the attention a smooth prior, the choice matters little at
 # inference. Training with nearest would differ
 # more, because the gradients then see blocky weights (`compare --sweep
