@@ -34,8 +34,8 @@ CACHE_ENV = "BLENDMASK_EDU_CACHE"  # where the shared data and model live
 # Fast mode trains a fixed number of iterations, so that the model, and the pictures the
 # notebooks describe in words, come out the same on every run on a CPU. The time cap only
 # stops a much slower machine early.
-FAST_ITERS = 400
-FAST_TIME_CAP_MIN = 3.5
+FAST_ITERS = 300
+FAST_TIME_CAP_MIN = 2.75
 NUM_TRAIN, NUM_VAL, IMAGE_SIZE = 1000, 200, 128  # the data of `make demo`
 NUM_SMALL_VAL = 24  # `small_val`: scored by the tiny-budget demonstrations of `compare`
 # The zoo of notebook 08 (`cached_zoo`): iterations of each mask branch on the shared detector.

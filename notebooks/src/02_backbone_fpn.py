@@ -124,7 +124,7 @@ for H, W in [(128, 128), (800, 1199)]:  # a shapes image; a COCO image resized t
 tm = cached_model()
 with torch.inference_mode():
     out = tm.model.run([image])
-feats = out["features"]
+feats = {k: f for k, f in out["features"].items() if k.startswith("p")}  # P3..P7, not "c2" (nb. 04)
 fig, axes = plt.subplots(1, 6, figsize=(15, 2.9), layout="constrained")
 axes[0].imshow(image.permute(1, 2, 0))
 axes[0].set_title("image", fontsize=9)

@@ -115,11 +115,13 @@ for ax in axes.flat:
 # %% [markdown]
 # Each 14×14 map covers the detection's box, whatever its size. The softmax splits the
 # box into regions, and each region is given (mostly) to one basis. Which basis gets which
-# region is learned. In this model the partition is *concentric*: the centre of the box
-# goes to basis 1, a ring around it to basis 2, an outer ring to basis 3 and the border to
-# basis 4 — for the ring, the triangle and the yellow ring alike. The attention carries a
-# prior about where in its box an object lies; the shape comes from the bases cropped to
-# the box (notebook 06).
+# region is learned. In this model the border of the box goes to basis 4, a band along
+# its left side to basis 3, the centre and the right part to basis 1 and a thin strip at
+# the right edge to basis 2 — for the three detections alike (the red ring twice, the
+# yellow ring). The split is not symmetric: it pairs with the bases of notebook 04, where
+# basis 3 is red along the *left* side of shapes, so the attention takes basis 3 where a
+# left edge is to be expected. The attention carries a prior about where in its box an
+# object lies; the shape comes from the bases cropped to the box (notebook 06).
 #
 # Which basis wins at each position (argmax over K), for the ten best detections:
 
@@ -137,9 +139,11 @@ cbar.ax.set_ylim(-0.5, 3.5)
 cbar.ax.set_yticklabels([f"basis {k + 1}" for k in range(4)]);
 
 # %% [markdown]
-# The layout is the same for every detection, but not the sizes: the rings of bases 2 and 3
-# are wider or narrower, rounder or squarer from one detection to the next (compare #3 and
-# #7). That is where the attention adapts to its object. Notebook 09 measures how much it
+# The layout is the same for every detection, but not the sizes: the regions of bases 1
+# and 3 are wider or narrower from one detection to the next (compare #0, where basis 1
+# takes most of the box, with #4, the small triangle, where basis 3 takes the whole left
+# half and basis 2 a wider strip on the right). That is where the attention adapts to its
+# object. Notebook 09 measures how much it
 # varies over the whole val set.
 
 # %% [markdown]

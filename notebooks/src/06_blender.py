@@ -193,12 +193,13 @@ plot_detection_blending(image, det["boxes"][i], inter, f"#{i}: {name} {float(det
 # products (row 4) are the crops with everything outside each basis' region switched
 # off; their sum (right) is the mask logits.
 #
-# This detection is the red ring. The attention splits its box into zones: the centre
-# takes basis 1, whose crop is negative in the ring's hole; the two rings around it take
-# bases 2 and 3, whose crops are positive along the ring's right arc; the border takes
-# basis 4, negative everywhere. The sum is a ring. But the GT is only the *visible* part
-# of the red ring — the purple ring covers its left side — and the predicted mask covers
-# the hidden part too: after a few CPU minutes the model has not learned occlusion yet.
+# This detection is the red ring, whose left side the purple ring hides. The attention
+# splits its box into zones: the centre and right part take basis 1, whose crop is
+# positive along the ring's visible arc; a band on the left takes basis 3, whose crop is
+# negative there (where the purple ring lies) but for a red spot at the top; a thin strip
+# at the right edge takes basis 2 and the border basis 4, both negative. The sum is the
+# visible crescent, with the hidden left part pushed to "off" by basis 3 and only a faint
+# blur left of it: close to the GT, which is only the *visible* part of the ring.
 #
 # ## 3. Bilinear or nearest?
 #
@@ -236,12 +237,13 @@ fig.colorbar(im, ax=axes, shrink=0.6, label="mask probability");
 #   \mathrm{BCE}(m_d, \mathrm{target}_d)}{\sum_d \mathrm{ctr}^*_d}$$
 
 # %%
+from blendmask_edu.modeling.backbone import pyramid_levels
 from blendmask_edu.modeling.mask_branch import mask_targets
 
 mt = mask_targets([target], R_model)
 describe("mask targets", mt)
 with torch.inference_mode():
-    fcos_train = model.fcos(list(run["features"].values()), run["image_sizes"], [target])
+    fcos_train = model.fcos(pyramid_levels(run["features"]), run["image_sizes"], [target])
     losses = model.mask_branch.forward_train(run["features"], fcos_train, [target])
 print({k: round(v.item(), 4) for k, v in losses.items()})
 fig, axes = plt.subplots(1, len(mt) + 1, figsize=(2 * (len(mt) + 1), 2.2), layout="constrained")

@@ -14,7 +14,7 @@
 #   interior), by position, by class, inside the box, and by switching a basis off;
 # - what our four bases encode, and how the attention uses them.
 #
-# The words below describe the model of the committed run (fast mode, 400 iterations on
+# The words below describe the model of the committed run (fast mode, 300 iterations on
 # the CPU). A model trained longer (`BLENDMASK_EDU_FULL=1`) or with another seed may order
 # and sign its bases differently; the measurements tell which is which.
 
@@ -45,17 +45,19 @@ plot_bases(images, [m["bases"] for m in run["masks"]], max_images=6);
 
 # %% [markdown]
 # What I see (the committed run; look at your own pictures if you re-ran):
-# - **Bases 1 and 2** are red (positive) inside many shapes: the triangles of rows 2 and 6,
-#   the two circles of row 3, the dark square of row 5. Each red region stops at the
-#   shape's border, where a thin blue line runs just outside. Basis 2 is the smoother of the
-#   two and reaches further towards the borders.
-# - **Bases 3 and 4** are blue (negative) nearly everywhere. Their darkest blue traces the
-#   outlines of shapes (the triangle in row 6 is drawn as a dark outline in basis 3) and
-#   marks small shapes with dark dots (the little cross, star and triangle of row 4).
-# - No basis is red for one class only: triangles, circles and squares all light up in
-#   bases 1 and 2.
-# - Some of it is not about shapes: basis 1 of row 1 has red patches on the background
-#   near the image's edges, and the backgrounds' noise leaves speckle in every basis.
+# - **Basis 1** is red (positive) inside many shapes: the yellow ring's band in row 1, the
+#   triangles of rows 2 and 6, the magenta and the red circle of row 3, the dark square of
+#   row 5. Each red region stops at the shape's border, often with a thin blue line inside it.
+# - **Basis 3** marks edges of one orientation: red along the *left* side of shapes (the
+#   yellow ring in row 1, the magenta circle in row 3, the triangle in row 6), blue along
+#   their right side.
+# - **Bases 2 and 4** are blue (negative) nearly everywhere, darkest inside and along
+#   shapes; basis 4 leaves thin white (≈ 0) outlines around them. With the C2 input of
+#   notebook 04 all four are sharp: their lines are one bases cell wide.
+# - No basis is red for one class only: triangles, circles, rings and squares all light up
+#   in basis 1.
+# - Some of it is not about shapes: basis 1 is pale red on much of the background of row 1,
+#   and the backgrounds' noise leaves speckle in every basis.
 
 # %% [markdown]
 # ## 2. Measure
@@ -84,26 +86,26 @@ plot_probe(stats, names);
 
 # %% [markdown]
 # The measurements agree with the pictures, and add what the eye cannot average:
-# - **Region.** Bases 1 and 2 are strongly positive on interiors (≈ +3.7) and about zero
-#   on background. Basis 2 stays positive at edges (+1.5), basis 1 drops to ≈ 0 there.
-#   Basis 3 is negative on interiors and background (≈ −1.6 to −2.0) but ≈ 0 at edges: the
-#   edge is where it is *least* negative. Basis 4 is strongly negative everywhere, least
-#   at edges.
+# - **Region.** Basis 1 is strongly positive on interiors (+5.0), weakly at edges (+1.1)
+#   and on background (+0.6). Bases 2 and 4 are negative everywhere, most on interiors
+#   (−4.9 and −8.8), about half that at edges and on background. Basis 3 is weak: slightly
+#   positive on interiors (+0.4), negative on background (−1.0).
 # - **Position in the image.** Every correlation with x or y is below 0.1 in size: no basis
 #   encodes where in the image something is.
-# - **Position in the box.** The mean crops in GT boxes are round and centred: bases 1 and
-#   2 positive in the middle, bases 3 and 4 most negative in the middle. Nothing separates
-#   left from right or top from bottom, so these bases are *not* position-sensitive in the
-#   way FCIS' score maps are. Our model keeps its sense of position in the attention
-#   instead.
-# - **Attention.** The mean weights are the concentric zones of notebook 05: basis 1 at
-#   the centre of the box, basis 2 on a ring around it, basis 3 on an outer ring, basis 4
-#   at the border. The centre and the border are almost the same for every detection
-#   (spread mostly < 0.1); the two rings vary most (spread up to ≈ 0.27). That is where each
+# - **Position in the box.** The mean crops in GT boxes separate *left from right*: basis 3
+#   is red on the left half of the box and blue on the right half, basis 2 most negative
+#   left of centre, basis 1 positive in the middle, a little to the right. Basis 3 is a
+#   position-sensitive map in the sense of FCIS — "left part of an object" — for one axis
+#   only; nothing separates top from bottom.
+# - **Attention.** The mean weights are the zones of notebook 05, and they use basis 3
+#   where it fits: basis 3 on a band along the left of the box, basis 1 in the centre,
+#   basis 2 on a strip along the right edge, basis 4 at the border. The spread across
+#   detections is largest where these zones meet (up to ≈ 0.22): that is where each
 #   detection adapts the mix to its object.
 # - **Class.** Class differences follow geometry, not identity. A ring's body is thin, so
-#   few of its cells are "interior" and basis 1 is weak on rings (1.1 against 3.6–5.0).
-#   Stars and crosses, with their thin arms, are weaker in basis 2.
+#   few of its cells are "interior" and basis 1 is weakest on rings (3.7 against 4.4–5.9).
+#   Stars and crosses, with their thin arms, are the only classes where basis 3 is negative
+#   on interiors.
 #
 # ## 3. Which bases do the masks need?
 #
@@ -118,40 +120,42 @@ for k in range(1, len(ious)):
     print(f"without basis {k}:    mask IoU {ious[k]:.3f}  ({ious[k] - ious[0]:+.3f})")
 
 # %% [markdown]
-# Basis 1 matters most (−0.12 IoU without it), then basis 2 (−0.06). Bases 3 and 4 cost
-# little (−0.01 and −0.03). They hold the outside of the box: the zones where they sit are
-# mostly background, which they push towards "off". Exercise 3 shows what a mask looks like
-# without them: grey, undecided, where they were.
+# Basis 1 matters most (−0.20 IoU without it), then basis 3 (−0.11). Bases 2 and 4 cost
+# little (−0.03 and −0.01). They hold the right edge and the border of the box: zones that
+# are mostly background, which they push towards "off". Exercise 3 shows what a mask looks
+# like without them: grey, undecided, where they were.
 #
 # ## 4. In words
 #
-# For this model (400 CPU iterations, K = 4):
+# For this model (300 CPU iterations, K = 4):
 #
 # | basis | what it appears to encode | where the attention uses it | without it |
 # |---|---|---|---|
-# | 1 | "inside a shape": positive on interiors, ~0 at edges, slightly negative on background | the centre of the box | −0.12 IoU |
-# | 2 | "shape up to its border": positive on interiors *and* edges | a ring around the centre, varying per detection | −0.06 |
-# | 3 | "outline": negative except along borders | an outer ring, varying per detection | −0.01 |
-# | 4 | "off": strongly negative everywhere, darkest on and around small shapes | the border of the box | −0.03 |
+# | 1 | "inside a shape": positive on interiors, weaker at edges, slightly positive on background | the centre of the box | −0.20 IoU |
+# | 2 | "off": negative everywhere, most inside shapes | a strip along the right edge, varying per detection | −0.03 |
+# | 3 | "left side": red on the left half of a box and along left edges, blue on the right | a band along the left of the box, varying per detection | −0.11 |
+# | 4 | "off": strongly negative everywhere, most inside shapes | the border of the box | −0.01 |
 #
-# So the work is split between the two branches. The attention is a concentric *position*
-# prior (centre / middle / outer / border) that changes a little with each object. The
-# bases say, at each position, *whether there is a shape and where it ends*. Together they
-# make round-ish masks that follow a shape's outline where the bases are sharp.
+# So the work is split between the two branches. The attention is a *position* prior
+# (left band / centre / right strip / border) that changes a little with each object. The
+# bases say, at each position, *whether there is a shape and where it ends* — and basis 3
+# says it for left edges in particular, which the attention uses on the left of the box.
+# Together they make masks that follow a shape's outline.
 #
-# **Where the bases are not interpretable.** Basis 3 is weak and nearly unused (switching
-# it off costs 0.01 IoU); its dots on small shapes and its background speckle have no
-# clear meaning. The red background patches of basis 1 (row 1) answer to the background's
-# colour, not to a shape. No basis encodes a class; and none encodes left/right or
-# top/bottom inside the box, unlike the position-sensitive bases the paper pictures —
-# maybe because our shapes look the same rotated, maybe because 400 iterations are not
-# enough. Longer training (`BLENDMASK_EDU_FULL=1`) is the first thing to try.
+# **Where the bases are not interpretable.** Bases 2 and 4 are both "off" and cost little
+# when switched off (0.03 and 0.01 IoU): why the model keeps two, and why basis 2 sits
+# only at the right edge, is not clear. The pale red background of basis 1 (row 1) follows
+# the background, not a shape. No basis encodes a class; and only left/right, not
+# top/bottom, is encoded inside the box, unlike the position-sensitive bases the paper
+# pictures — maybe because our shapes look the same rotated, maybe because 300 iterations
+# are not enough. Longer training (`BLENDMASK_EDU_FULL=1`) is the first thing to try.
 #
 # ## Summary
 # - Look at many images with a symmetric colour scale per map before believing a story;
 #   then measure: regions, position, class, in-box averages, knock-outs.
-# - Here: bases 1–2 mark shape interiors (and edges), 3 outlines, 4 "off"; the attention
-#   is a concentric position prior; no basis encodes class or left/right position.
+# - Here: basis 1 marks shape interiors, basis 3 the left side of a shape, bases 2 and 4
+#   "off"; the attention is a position prior (left band, centre, right strip, border); no
+#   basis encodes class, one encodes left vs right inside the box.
 #
 # ## Exercises
 # 1. Run the probe on 30 *training* images instead of val images. Do the numbers change?
@@ -161,7 +165,7 @@ for k in range(1, len(ious)):
 
 # %% solution
 # 1. The same signs and the same order of the bases, with differences of a few tenths on
-#    values up to 7: the bases describe shapes, not memorised images.
+#    values up to 9: the bases describe shapes, not memorised images.
 from blendmask_edu.tutorial import train_dataset
 
 train_stats = probe_bases(model, train_dataset(tm.cfg), num_images=30, R=model.mask_branch.cfg.R)

@@ -73,7 +73,10 @@ print("mask logits = weights · crop:\n", out["mask_logits"][0])
 #
 # `compare --sweep K=4,8,16` on shapes, one seed, 400 iterations each, on this project's
 # 2-core CPU (`docs/results/sweep_K/`; the figure's title is the one `compare` gives every
-# comparison — here its rows are values of K):
+# comparison — here its rows are values of K). **It was measured with an earlier `shapes`
+# preset** (mask loss weight 1, bottom module without the C2 input of notebook 04) and
+# not re-run since, so its numbers are below those of the current zoo table (notebook 08);
+# compare its rows with each other, not with that table:
 
 # %%
 sweep = json.loads((RESULTS / "sweep_K" / "results.json").read_text())
@@ -81,7 +84,7 @@ print(f"sweep {sweep['sweep']}, seeds {sweep['seeds']}, budget {sweep['budget']}
 display(Markdown((RESULTS / "sweep_K" / "results.md").read_text()))
 zoo_rows = json.loads((RESULTS / "compare_shapes" / "results.json").read_text())["rows"]
 blender = next(r for r in zoo_rows if r["row"] == "blender")
-print(f"the blender (K = 4) over 3 seeds in the zoo comparison: mask AP values "
+print(f"the blender (K = 4) over 3 seeds in the zoo comparison (current preset): mask AP "
       f"{[round(v, 3) for v in blender['mask_AP']['values']]}, std {blender['mask_AP']['std']:.3f}; "
       f"on GT boxes std {blender['mask_AP_gt_boxes']['std']:.3f}")
 
@@ -90,16 +93,19 @@ display(picture(RESULTS / "sweep_K" / "comparison.png", width=640))
 
 # %% [markdown]
 # What it says:
-# - The K = 4 row is the same run configuration as the blender's seed 0 in the zoo comparison
-#   (notebook 08) and gives the same mask AP, 0.309: the runs are reproducible.
+# - The K = 4 row was the same run configuration as the blender's seed 0 in the zoo comparison
+#   *with that earlier preset* and gave the same mask AP, 0.309: the runs are reproducible.
+#   (The zoo printed above is the current preset's: its seed 0 blender scores 0.389.)
 # - **K = 8 is better than K = 4 by 0.024 mask AP** (0.333 against 0.309), and by 0.070 on GT
 #   boxes (0.403 against 0.333). With one seed this is suggestive, not settled: over three
-#   seeds the K = 4 blender's mask AP varies by ± 0.011 and its GT-box mask AP by ± 0.039,
-#   so the gap is about two standard deviations.
+#   seeds the K = 4 blender's mask AP varied by ± 0.011 with that preset (± 0.009 with the
+#   current one, printed above) and its GT-box mask AP by ± 0.039, so the gap is about two
+#   standard deviations.
 # - **K = 16 is no better than K = 8** (0.328), with 75 % more mask-branch parameters.
 # - Box AP hardly moves (0.445–0.461): the bases change the masks, not the detector.
-# - Even K = 8 stays below FCIS-style (0.372, notebook 08), which has 49 maps. More bases
-#   help the blender on shapes but do not close that gap within 400 iterations.
+# - Even K = 8 stayed below FCIS-style with the same preset (0.372), which has 49 maps.
+#   More bases helped the blender on shapes but did not close that gap within 400
+#   iterations. Whether they still help with the C2 input was not measured.
 #
 # The qualitative grid of the same runs (seed 0, score ≥ 0.5):
 
@@ -160,12 +166,12 @@ fig.suptitle(f"val image 5, detection {d} ({name}): the same attention at three 
              fontsize=10);
 
 # %% [markdown]
-# At M = 7 the zones of the attention (centre, ring, outer ring, border — notebook 09)
-# survive with softer edges, only the thin border zone of basis 4 shrinks to the corners,
-# and the mask hardly changes. At M = 2 the zones average out: every weight is nearly
-# uniform over the box. The mask is *still* a triangle — the bases carry the shape — but a
-# grey spot appears in its middle, where basis 1 used to dominate. On shapes the attention
-# is a smooth, round prior, which is why M matters little *here*; objects with parts in fixed
+# At M = 7 the zones of the attention (left band, centre, right strip, border — notebook
+# 09) survive with softer edges, only the thin border zone of basis 4 shrinks to the
+# corners, and the mask hardly changes. At M = 2 the zones average out into vertical
+# stripes: basis 3 on the left, bases 1 and 2 on the right, basis 4 gone. The mask is
+# *still* a triangle — the bases carry the shape — with a softer outline. On shapes the
+# attention is a smooth prior, which is why M matters little *here*; objects with parts in fixed
 # places (a person's head at the top of the box) would need a finer M.
 #
 # ## 3. R: the resolution of the mask
@@ -260,7 +266,7 @@ print(f"{changed / max(total, 1):.2%} of mask pixels flip at 0.5; largest probab
 # %% [markdown]
 # About 4 % of the mask pixels flip at 0.5. In the example they lie on the object's outline,
 # where the mask is undecided and a small change of weight tips it; the largest change over
-# the 30 images is 0.98, a pixel that went from "off" to "on". Inside and outside the
+# the 30 images is 0.99, a pixel that went from "off" to "on". Inside and outside the
 # object nothing changes: with the attention a smooth prior, the choice matters little at
 # inference. Training with nearest would differ
 # more, because the gradients then see blocky weights (`compare --sweep
@@ -308,8 +314,8 @@ print(sorted(p.name for p in out.iterdir()))
 # %% [markdown]
 # ## Summary
 # - **K** (bases): the mask branch grows about linearly with K through the top layer. On
-#   shapes, K = 8 beat K = 4 by 0.024 mask AP (one seed, ≈ 2 seed standard deviations);
-#   K = 16 did not help further.
+#   shapes, with an earlier preset (no C2 input), K = 8 beat K = 4 by 0.024 mask AP (one
+#   seed, ≈ 2 seed standard deviations); K = 16 did not help further.
 # - **M** (attention): parameters grow with $M^2$; on shapes the attention is a smooth prior,
 #   so a coarser M loses little. Not measured by training here.
 # - **R** (RoI): sets a hard ceiling — the GT itself through a 7×7 grid loses thin shapes;
