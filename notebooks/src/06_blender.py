@@ -283,10 +283,13 @@ BlendingExplorer(model, val, tm.class_names)
 #    crop of basis 1, then check with `crop_bases`. What happens if you move it 4 pixels?
 
 # %% solution
-# 1. A softmax over one element is 1 everywhere: the mask is the crop of the single basis,
-#    and the attention has no effect at all.
-one = blend(crops[:, :1], torch.randn(len(crops), 1, 14, 14), "bilinear")
-print(torch.allclose(one["mask_logits"], crops[:, 0]))
+# 1. A softmax over one element is 1 everywhere: the attention would have no effect and the
+#    mask would be the crop of the single basis. So for K = 1 `blend` uses a sigmoid instead,
+#    as the paper's K = 1 row does (notebook 10): mask = σ(a') ∘ r. With an attention
+#    already at R × R the upsampling changes nothing, so this checks it directly:
+a1 = torch.randn(len(crops), 1, *crops.shape[-2:])  # [N, 1, R, R]
+one = blend(crops[:, :1], a1, "bilinear")
+print(torch.allclose(one["mask_logits"], a1[:, 0].sigmoid() * crops[:, 0]))
 
 # %% solution
 # 2. Nearest: output position i reads input floor(i · M / R): rows [1,0],[1,0],[0,1],[0,1].
