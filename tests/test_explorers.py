@@ -40,6 +40,18 @@ def model_and_data(shapes_small):
     return InstanceSegmenter(cfg.model).eval(), CocoInstances(shapes_small)
 
 
+def pick_detection_then_image(ex, detection: int, image: int) -> None:
+    """Another detection, then another image: one redraw each, and the new image's detections
+    are re-listed from the best one."""
+    first = ex.png
+    ex.controls["detection"].value = detection
+    assert ex.renders == 2 and ex.png != first
+    before = ex.png
+    ex.controls["image"].value = image
+    assert ex.renders == 3 and ex.png != before
+    assert ex.controls["detection"].value == 0
+
+
 def test_blending_explorer_redraws_for_every_control(model_and_data):
     model, data = model_and_data
     ex = BlendingExplorer(model, data, data.class_names)
@@ -47,14 +59,7 @@ def test_blending_explorer_redraws_for_every_control(model_and_data):
     options = [v for _, v in ex.controls["detection"].options]
     assert options == list(range(5))  # the detections of image 0, best first
 
-    first = ex.png
-    ex.controls["detection"].value = 3
-    assert ex.renders == 2 and ex.png != first
-
-    before = ex.png
-    ex.controls["image"].value = 2  # new image: detections re-listed, one redraw
-    assert ex.renders == 3 and ex.png != before
-    assert ex.controls["detection"].value == 0
+    pick_detection_then_image(ex, detection=3, image=2)
     assert ex._cache.keys() == {0, 2}
 
 
@@ -129,13 +134,7 @@ def test_zoo_explorer_redraws_one_detection_under_every_branch(zoo):
         assert out["masks"].shape[0] == 1
     assert "roi" in outputs and outputs["roi"]["levels"].shape == (1,)
 
-    first = ex.png
-    ex.controls["detection"].value = 2
-    assert ex.renders == 2 and ex.png != first
-    before = ex.png
-    ex.controls["image"].value = 3  # new image: detections re-listed, one redraw
-    assert ex.renders == 3 and ex.png != before
-    assert ex.controls["detection"].value == 0
+    pick_detection_then_image(ex, detection=2, image=3)
     assert set(ex._outputs) == {(0, 0), (0, 2), (3, 0)}
     torch.testing.assert_close(ex.predict(0).detections["boxes"][0], box)
 

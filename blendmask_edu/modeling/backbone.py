@@ -106,6 +106,7 @@ class BackboneFPN(nn.Module):
         if self.channels_last:
             self.body.to(memory_format=torch.channels_last)
         in_channels = self.body.feature_info.channels()  # e.g. [40, 112, 320] for lite0
+        self.c2_channels = 0  # channels of "c2" in the output; 0 = not returned
         if with_c2:
             self.c2_channels, *in_channels = in_channels  # e.g. 24 for lite0
         D = fpn_cfg.channels

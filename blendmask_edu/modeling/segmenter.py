@@ -68,7 +68,7 @@ class InstanceSegmenter(nn.Module):
         self.backbone = backbone
         self.fcos = FCOS(cfg.fcos, self.backbone.out_channels)
         if mask_branch is None:
-            c2_channels = getattr(self.backbone, "c2_channels", 0)
+            c2_channels = getattr(self.backbone, "c2_channels", 0)  # 0 for other backbones
             mask_branch = build_mask_branch(cfg, self.backbone.out_channels, c2_channels)
         self.mask_branch = mask_branch
         self.size_divisibility = size_divisibility
