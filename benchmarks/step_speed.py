@@ -17,7 +17,7 @@ Models (the `shapes` preset's data, 128-px images):
     backbone         the shared backbone + FPN alone (loss = Σ mean of P3–P7): the floor that
                      both detectors pay; step − this row = heads, targets, losses, optimiser
 
-    python benchmarks/step_speed.py [--batches 16,64] [--iters 20] [--compile] [--out runs/bench_step.json]
+    python benchmarks/step_speed.py [--batches 16,64] [--iters 20] [--compile] [--set FIELD=VALUE]
 Ratios are to the peer at the same batch size, measured in the same run.
 """
 
@@ -32,6 +32,7 @@ from pathlib import Path
 
 import torch
 from torch import nn
+from try_variant import set_field  # benchmarks/ is on the path when run as a script
 
 from blendmask_edu.config import shapes_preset
 from blendmask_edu.data.shapes import make_shapes
@@ -117,6 +118,8 @@ def measure(name: str, build, batch: int, data: Path, args, out: Path) -> dict:
     cfg.train.max_iters, cfg.train.time_budget_min = 10**6, 0.0
     cfg.train.amp = not args.no_amp
     cfg.model.backbone.freeze_at = args.freeze_at
+    for assignment in args.set:  # e.g. model.backbone.freeze_bn=True
+        set_field(cfg, assignment)
     torch.manual_seed(0)
     model = build(cfg)
     if args.compile:  # inductor on the backbone + FPN: static shapes, no data-dependent control
@@ -163,6 +166,7 @@ def main() -> None:
     ap.add_argument(
         "--freeze-at", type=int, default=0, help="BackboneConfig.freeze_at (all models)"
     )
+    ap.add_argument("--set", nargs="*", default=[], metavar="FIELD=VALUE", help="Config fields")
     ap.add_argument("--compile", action="store_true", help="torch.compile the backbone + FPN")
     ap.add_argument("--no-amp", action="store_true", help="float32 on CUDA (AMP is the default)")
     ap.add_argument("--profile", action="store_true", help="print the top operators of 5 steps")
