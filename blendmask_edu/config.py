@@ -27,9 +27,12 @@ class BackboneConfig:
     name: str = "resnet50"
     pretrained: bool = False  # timm's own weights (needs the internet); see weights_path
     weights_path: str | None = None  # a local state_dict file (.pth / .safetensors)
-    freeze_bn: bool = False  # keep BatchNorm statistics fixed (eval mode) while training
+    # Backbone BatchNorm frozen (statistics and affine fixed: FrozenBatchNorm, as detectron2's
+    # "FrozenBN"); timm's BatchNorm+activation layers keep their activation.
+    freeze_bn: bool = False
     # Freeze the stem and the first `freeze_at` − 1 stages (detectron2's FREEZE_AT: 2 = stem +
-    # the stride-4 stage). Only sensible with pretrained weights; 0 = train everything.
+    # the stride-4 stage): no gradient, BatchNorm frozen. Only sensible with pretrained
+    # weights; 0 = train everything.
     freeze_at: int = 0
     channels_last: bool = True  # NHWC memory layout: ~25% faster convs on CPU (oneDNN), same maths
     # Extra keyword arguments for `timm.create_model`, e.g. {"zero_init_last": False}: timm's

@@ -133,7 +133,7 @@ class Trainer:
         self.ddp_model = self.model
         if self.distributed:
             if self.device.type == "cuda" and not cfg.model.backbone.freeze_bn:
-                self.model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(self.model)
+                self.model = dist.convert_sync_batchnorm(self.model)  # timm's norm+act kept
             ids = [self.device.index] if self.device.type == "cuda" else None
             self.ddp_model = DistributedDataParallel(self.model, device_ids=ids)
 
