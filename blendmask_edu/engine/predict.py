@@ -17,6 +17,7 @@ import torch
 from PIL import Image, UnidentifiedImageError
 
 from ..data.transforms import build_transforms
+from ..modeling.paste import paste_masks_binary
 from ..viz.overlay import save_overlay
 from .checkpoint import model_from_checkpoint
 from .trainer import resolve_device
@@ -53,6 +54,16 @@ def to_coco_entries(image_id: int, file_name: str, res: dict, label_to_cat_id: d
     return entries
 
 
+def keep_confident(res: dict, score_thresh: float, image_size: tuple[int, int]) -> dict:
+    """The detections scoring ≥ `score_thresh`, on the CPU, their box masks [n, R, R] pasted
+    as bool [n, H, W] (a few at a time: one byte per pixel, never [100, H, W] of float)."""
+    keep = res["scores"] >= score_thresh
+    out = {k: v[keep] for k, v in res.items()}
+    if "box_masks" in out:
+        out["masks"] = paste_masks_binary(out.pop("box_masks"), out["boxes"], image_size)
+    return {k: v.cpu() for k, v in out.items()}
+
+
 @torch.inference_mode()
 def predict_images(checkpoint, images, output_dir, device="auto", score_thresh=0.5) -> list:
     device = resolve_device(device)
@@ -70,8 +81,8 @@ def predict_images(checkpoint, images, output_dir, device="auto", score_thresh=0
         path = Path(name)
         image = read_image(path)
         resized, _ = resize(image, None)
-        res = model([resized.to(device)], orig_sizes=[tuple(image.shape[-2:])])[0]
-        res = {k: v.cpu() for k, v in res.items()}
+        res = model([resized.to(device)], orig_sizes=[tuple(image.shape[-2:])], paste=False)[0]
+        res = keep_confident(res, score_thresh, tuple(image.shape[-2:]))
         entries += [
             e
             for e in to_coco_entries(image_id, path.name, res, label_to_cat_id)

@@ -87,14 +87,17 @@ class InstanceSegmenter(nn.Module):
         images: list[torch.Tensor],
         targets: list[dict] | None = None,
         orig_sizes: list[tuple[int, int]] | None = None,
+        paste: bool = True,
     ):
         """Training: `targets` required → dict of losses.
         Inference: → per image {"boxes", "scores", "labels"[, "masks"]} at `orig_sizes`
-        (default: the input sizes); masks are [N, H, W] probabilities."""
+        (default: the input sizes); masks are [N, H, W] probabilities. `paste=False` gives
+        "box_masks" [N, R, R] instead (each over its box, not yet pasted): evaluation pastes
+        them a few at a time (`paste_masks_in_chunks`) to stay in bounded memory."""
         out = self.run(images, targets if self.training else None)
         if self.training:
             return out["losses"]
-        return self.postprocess(out, orig_sizes)
+        return self.postprocess(out, orig_sizes, paste)
 
     def compute_losses(self, images: list[torch.Tensor], targets: list[dict]) -> dict:
         """The training loss dict, in whichever mode the model is in. In eval mode (validation
@@ -119,14 +122,16 @@ class InstanceSegmenter(nn.Module):
             out["masks"] = self.mask_branch.forward_test(features, fcos_out, fcos_out["detections"])
         return out
 
-    def postprocess(self, out: dict, orig_sizes=None) -> list[dict]:
+    def postprocess(self, out: dict, orig_sizes=None, paste: bool = True) -> list[dict]:
         results = []
         for b, det in enumerate(out["fcos"]["detections"]):
             h, w = out["image_sizes"][b]
             H, W = orig_sizes[b] if orig_sizes is not None else (h, w)
             scale = det["boxes"].new_tensor([W / w, H / h, W / w, H / h])
             res = {"boxes": det["boxes"] * scale, "scores": det["scores"], "labels": det["labels"]}
-            if "masks" in out:
+            if "masks" in out and paste:
                 res["masks"] = paste_masks(out["masks"][b]["masks"], res["boxes"], (H, W))
+            elif "masks" in out:
+                res["box_masks"] = out["masks"][b]["masks"]  # [N, R, R]
             results.append(res)
         return results
