@@ -44,7 +44,10 @@ class OracleSegmenter(InstanceSegmenter):
             scores = torch.rand(n, generator=g)  # [n]
             detections.append({"boxes": boxes, "scores": scores, "labels": t["labels"]})
             masks.append({"masks": mask_targets([t], self.R) * 0.9})  # [n, R, R]
-        return {"image_sizes": image_sizes, "fcos": {"detections": detections}, "masks": masks}
+        out = {"image_sizes": image_sizes, "fcos": {"detections": detections}}
+        if self.mask_branch is not None:
+            out["masks"] = masks
+        return out
 
 
 def test_streamed_evaluation_equals_the_reference(shapes_small):
@@ -56,6 +59,18 @@ def test_streamed_evaluation_equals_the_reference(shapes_small):
     assert 0.2 < reference["segm"]["AP"] < 0.95 and 0.2 < reference["bbox"]["AP"] < 0.95
     streamed = evaluate_model(model.rewind(), dataset, "cpu", progress=False, diagnose=False)
     assert streamed == reference
+
+
+def test_a_detector_without_masks_is_scored_on_boxes_only(shapes_small):
+    cfg = tiny_config("none")
+    dataset = CocoInstances(shapes_small, build_transforms(cfg.data, train=False))
+    model = OracleSegmenter(cfg.model, dataset)
+    predictions = predict_dataset(model.rewind(), dataset, "cpu", progress=False)
+    reference = evaluate_coco(
+        dataset.coco, predictions, dataset.label_to_cat_id, ("bbox",), per_category=True
+    )
+    streamed = evaluate_model(model.rewind(), dataset, "cpu", progress=False, diagnose=False)
+    assert set(streamed) == {"bbox", "per_category"} and streamed == reference
 
 
 def test_box_masks_are_pasted_a_chunk_at_a_time_into_the_same_rles(real_coco, monkeypatch):

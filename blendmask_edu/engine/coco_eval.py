@@ -87,7 +87,8 @@ class CocoResults:
             boxes = _xyxy_to_xywh(pred["boxes"].detach().float().cpu())  # [N, 4]
             for entry, box in zip(common, boxes.tolist()):
                 self.results["bbox"].append({**entry, "bbox": box})
-        if "segm" in self.results:
+        has_masks = pred.get("masks") is not None or pred.get("box_masks") is not None
+        if "segm" in self.results and has_masks:  # a detector alone gives boxes only
             for entry, rle in zip(common, _image_rles(pred)):
                 self.results["segm"].append({**entry, "segmentation": rle})
 
@@ -96,8 +97,6 @@ def _image_rles(pred: dict) -> list[dict]:
     """One compressed RLE per detection of an image, from pasted or box-relative masks."""
     if pred.get("masks") is not None:  # [N, H, W]
         return encode_masks(pred["masks"])
-    if pred.get("box_masks") is None:
-        raise ValueError(f"image id {pred['image_id']}: no 'masks' nor 'box_masks' to encode")
     rles = []
     chunks = paste_masks_in_chunks(pred["box_masks"], pred["boxes"], pred["image_size"])
     for chunk in chunks:  # [n, H, W] bool, n ≤ PASTE_CHUNK
