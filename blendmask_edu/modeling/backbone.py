@@ -47,6 +47,25 @@ def create_timm_backbone(
     return body, [info["module"] for info in probe.feature_info.get_dicts()]
 
 
+D2_RESNETS = {"d2_resnet50": 50, "d2_resnet101": 101}  # resnet_d2.py
+
+
+def create_d2_resnet(
+    cfg: BackboneConfig, strides: tuple[int, ...] = FEATURE_STRIDES
+) -> tuple[nn.Module, list[str]]:
+    """detectron2's ResNet (stride in the 1×1 conv, FrozenBN when `cfg.freeze_bn`), and its
+    stage names (stem, res2..res5) for `freeze_stages`."""
+    from .resnet_d2 import STAGES, ResNetD2
+
+    if cfg.pretrained or cfg.weights_path:
+        raise ValueError(
+            f"backbone {cfg.name!r} takes no ImageNet weights here; its weights come with a "
+            "converted AdelaiDet checkpoint (blendmask-edu convert-adelaidet)"
+        )
+    body = ResNetD2(D2_RESNETS[cfg.name], strides, frozen_bn=cfg.freeze_bn)
+    return body, list(STAGES)
+
+
 def freeze_stages(body: nn.Module, stage_modules: list[str], freeze_at: int) -> list[nn.Module]:
     """Stop gradients for every parameter before stage `freeze_at` (0-based in
     `stage_modules`); returns the frozen modules (kept in eval mode while training)."""
@@ -99,13 +118,17 @@ class BackboneFPN(nn.Module):
         super().__init__()
         self.with_c2 = with_c2
         strides = (4, *FEATURE_STRIDES) if with_c2 else FEATURE_STRIDES
-        self.body, stage_modules = create_timm_backbone(backbone_cfg, strides)
+        if backbone_cfg.name in D2_RESNETS:  # detectron2's MSRA ResNet (AdelaiDet's weights)
+            self.body, stage_modules = create_d2_resnet(backbone_cfg, strides)
+            in_channels = list(self.body.channels)  # [512, 1024, 2048] for R-50
+        else:
+            self.body, stage_modules = create_timm_backbone(backbone_cfg, strides)
+            in_channels = self.body.feature_info.channels()  # e.g. [40, 112, 320] for lite0
         self.frozen = freeze_stages(self.body, stage_modules, backbone_cfg.freeze_at)
         self.freeze_bn = backbone_cfg.freeze_bn
         self.channels_last = backbone_cfg.channels_last
         if self.channels_last:
             self.body.to(memory_format=torch.channels_last)
-        in_channels = self.body.feature_info.channels()  # e.g. [40, 112, 320] for lite0
         self.c2_channels = 0  # channels of "c2" in the output; 0 = not returned
         if with_c2:
             self.c2_channels, *in_channels = in_channels  # e.g. 24 for lite0
