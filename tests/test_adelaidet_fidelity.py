@@ -26,6 +26,13 @@ from blendmask_edu.engine.convert_adelaidet import convert_adelaidet
 DATA = Path(__file__).parent / "data" / "adelaidet"
 
 
+def photo(name: str) -> np.ndarray:
+    """The photo as record_adelaidet.py gave it to AdelaiDet: half size, [H, W, 3] uint8."""
+    import skimage.data
+
+    return getattr(skimage.data, name)()[::2, ::2].copy()
+
+
 @pytest.fixture(scope="module")
 def converted(tmp_path_factory):
     """AdelaiDet-format checkpoint of the recorded weights → converted → (model, manifest)."""
@@ -33,7 +40,8 @@ def converted(tmp_path_factory):
     shapes = {k: tuple(v["shape"]) for k, v in manifest["keys"].items()}
     weights = random_weights(shapes, manifest["seed"])
     differ = [
-        k for k, v in weights.items()
+        k
+        for k, v in weights.items()
         if hashlib.sha256(v.tobytes()).hexdigest() != manifest["keys"][k]["sha256"]
     ]
     assert not differ, f"the recipe no longer rebuilds AdelaiDet's weights: {differ[:5]}"
@@ -54,15 +62,13 @@ def mask_iou(a: np.ndarray, b: np.ndarray) -> float:
 
 @pytest.mark.slow
 def test_ours_reproduces_adelaidet_on_photos(converted):
-    import skimage.data
-
     model, cfg, categories = converted
     assert len(categories) == 80 and categories[0]["name"] == "person"
     reference = np.load(DATA / "outputs.npz")
     records = json.loads((DATA / "outputs.json").read_text())
     for rec in records:
         name = rec["image"]
-        rgb = getattr(skimage.data, name)()  # [H, W, 3] uint8, as AdelaiDet saw it (in BGR)
+        rgb = photo(name)  # [H, W, 3] uint8, as AdelaiDet saw it (in BGR)
         image = torch.from_numpy(rgb.copy()).permute(2, 0, 1).float() / 255.0
         with torch.no_grad():
             out = model.run([image])

@@ -130,11 +130,15 @@ def convert_state_dict(
     ]
     problems = []
     if no_row:
-        problems.append(f"{len(no_row)} key(s) of the file have no place in our model:\n  "
-                        + "\n  ".join(no_row))
+        problems.append(
+            f"{len(no_row)} key(s) of the file have no place in our model:\n  "
+            + "\n  ".join(no_row)
+        )
     if not_filled:
-        problems.append(f"{len(not_filled)} key(s) of our model are not in the file:\n  "
-                        + "\n  ".join(not_filled))
+        problems.append(
+            f"{len(not_filled)} key(s) of our model are not in the file:\n  "
+            + "\n  ".join(not_filled)
+        )
     if wrong:
         problems.append(f"{len(wrong)} tensor(s) of the wrong shape:\n  " + "\n  ".join(wrong))
     if problems:

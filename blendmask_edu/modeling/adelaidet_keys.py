@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import re
 
+
 def key_table(bottom_num_convs: int = 3) -> list[tuple[str, str]]:
     """The rows for AdelaiDet's BlendMask configs. `bottom_num_convs` is BASIS_MODULE.NUM_CONVS
     (3 in Base-BlendMask.yaml): the basis module keeps all its layers in one `tower`
@@ -48,7 +49,10 @@ def key_table(bottom_num_convs: int = 3) -> list[tuple[str, str]]:
         ("basis_module.refine.1.{x}", "mask_branch.bottom.refine.p4.{x}"),
         ("basis_module.refine.2.{x}", "mask_branch.bottom.refine.p5.{x}"),
         # AdelaiDet's `tower` = n conv blocks, Upsample ×2 (no weights), a conv block, 1×1 conv
-        *[(f"basis_module.tower.{k}.{{x}}", f"mask_branch.bottom.tower.{k}.{{x}}") for k in range(n)],
+        *[
+            (f"basis_module.tower.{k}.{{x}}", f"mask_branch.bottom.tower.{k}.{{x}}")
+            for k in range(n)
+        ],
         (f"basis_module.tower.{n + 1}.{{x}}", "mask_branch.bottom.after_upsample.{x}"),
         (f"basis_module.tower.{n + 2}.{{x}}", "mask_branch.bottom.to_bases.{x}"),
         # auxiliary semantic head (§4): AdelaiDet's flat Sequential(conv, BN, ReLU, conv, BN,

@@ -109,8 +109,13 @@ class ResNetD2(nn.Module):
         for i, (name, n) in enumerate(zip(STAGES[1:], BLOCKS_PER_STAGE[depth])):
             first_stride = 1 if i == 0 else 2  # res2 keeps the stem's stride 4
             blocks = [
-                Bottleneck(c_in if b == 0 else c_out, c_mid, c_out, first_stride if b == 0 else 1,
-                           frozen_bn)
+                Bottleneck(
+                    c_in if b == 0 else c_out,
+                    c_mid,
+                    c_out,
+                    first_stride if b == 0 else 1,
+                    frozen_bn,
+                )
                 for b in range(n)
             ]
             self.add_module(name, nn.Sequential(*blocks))

@@ -39,7 +39,7 @@ def detect_image(
         prob = cls_prob[start : start + n]  # [n, C]
         score = (prob * ctr_prob[start : start + n]).flatten()  # [n·C]
         # THRESH_WITH_CTR (AdelaiDet): threshold cls · centerness rather than cls.
-        keep = ((score if cfg.thresh_with_ctr else prob.flatten()) > cfg.score_thresh)  # [n·C]
+        keep = (score if cfg.thresh_with_ctr else prob.flatten()) > cfg.score_thresh  # [n·C]
         idx = keep.nonzero().squeeze(1)
         if idx.numel() > cfg.pre_nms_topk:
             idx = idx[score[idx].topk(cfg.pre_nms_topk).indices]

@@ -11,7 +11,7 @@ stands in for them). Nothing of AdelaiDet is copied here; this script only calls
 1. builds `configs/BlendMask/R_50_1x.yaml` with AdelaiDet's code and fills it with the
    deterministic random weights of tests/adelaidet_recipe.py (seed below);
 2. saves them with detectron2's own `DetectionCheckpointer` (the file convert-adelaidet reads);
-3. runs the model on scikit-image's bundled photos at their own size (no resize) and writes
+3. runs the model on scikit-image's bundled photos at half size (no other resize) and writes
    boxes, scores, classes, per-instance masks (RLE) and the bases to outputs.npz/outputs.json,
    and every weight's shape and sha256 to weights.json (the test rebuilds the same weights).
 """
@@ -31,6 +31,16 @@ from adelaidet_recipe import random_weights  # tests/ on PYTHONPATH
 SEED = 19
 CONFIG = "R_50_1x"
 IMAGES = ("astronaut", "coffee", "chelsea")  # skimage.data.<name>()
+
+
+def photo(name: str) -> np.ndarray:
+    """scikit-image's bundled photo at half size (every other pixel: exact everywhere, and a
+    fast test), [H, W, 3] uint8 RGB. The test reads the same pixels."""
+    import skimage.data
+
+    return getattr(skimage.data, name)()[::2, ::2].copy()
+
+
 HERE = Path(__file__).resolve().parent
 
 
@@ -50,7 +60,6 @@ def main() -> None:
     p.add_argument("--adelaidet", required=True, type=Path)
     p.add_argument("--checkpoint-dir", required=True, type=Path)
     args = p.parse_args()
-    import skimage.data
     from detectron2.checkpoint import DetectionCheckpointer
 
     model, cfg = build_adelaidet_model(args.adelaidet)
@@ -74,7 +83,7 @@ def main() -> None:
 
     arrays, records = {}, []
     for name in IMAGES:
-        rgb = getattr(skimage.data, name)()  # [H, W, 3] uint8
+        rgb = photo(name)  # [H, W, 3] uint8
         bgr = torch.from_numpy(rgb[:, :, ::-1].copy()).permute(2, 0, 1).float()  # [3, H, W]
         H, W = rgb.shape[:2]
         with torch.no_grad():
@@ -82,11 +91,13 @@ def main() -> None:
         inst = out["instances"]
         masks = inst.pred_masks.numpy().astype(np.uint8)  # [N, H, W]
         rles = mask_utils.encode(np.asfortranarray(masks.transpose(1, 2, 0)))
-        records.append({
-            "image": name,
-            "size": [H, W],
-            "masks_rle": [{"size": r["size"], "counts": r["counts"].decode()} for r in rles],
-        })
+        records.append(
+            {
+                "image": name,
+                "size": [H, W],
+                "masks_rle": [{"size": r["size"], "counts": r["counts"].decode()} for r in rles],
+            }
+        )
         arrays[f"{name}/boxes"] = inst.pred_boxes.tensor.numpy()
         arrays[f"{name}/scores"] = inst.scores.numpy()
         arrays[f"{name}/classes"] = inst.pred_classes.numpy()
