@@ -295,7 +295,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("src", help="AdelaiDet/detectron2 checkpoint, e.g. R_50_1x.pth")
     s.add_argument("dst", help="our checkpoint, for predict / evaluate / the notebooks")
     s.add_argument(
-        "--config", default="R_50_1x", help="AdelaiDet config: R_50_1x | R_50_3x | R_101_3x"
+        "--config",
+        default="R_50_1x",
+        help="AdelaiDet config: R_50_1x | R_50_3x | R_101_3x | 550_R_50_3x | RT_R_50_4x_syncbn_shtw",
     )
     s.set_defaults(func=cmd_convert_adelaidet)
 

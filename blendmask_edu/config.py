@@ -45,6 +45,9 @@ class FPNConfig:
     """Feature Pyramid Network (Lin et al. 2017) with FCOS' P6/P7 made from P5."""
 
     channels: int = 256
+    # Extra levels made from P5 (AdelaiDet's FCOS.TOP_LEVELS): 2 = P6, P7; 1 = P6 (the 550
+    # models); 0 = none (the RT models). `FCOSConfig.strides` must list one stride per level.
+    top_levels: int = 2
 
 
 @dataclass
@@ -53,6 +56,9 @@ class FCOSConfig:
 
     num_classes: int = 80
     num_convs: int = 4  # convs in each of the cls and box towers (§3.1, Fig. 2)
+    # convs shared by both towers, before them (AdelaiDet's NUM_SHARE_CONVS; its 550 and RT
+    # models: 3 shared, 0 per tower)
+    num_share_convs: int = 0
     strides: tuple[int, ...] = (8, 16, 32, 64, 128)  # P3..P7
     # Size ranges per level (§3.2): level i is responsible for max(l,t,r,b) in (m_{i-1}, m_i].
     sizes_of_interest: tuple[int, ...] = (64, 128, 256, 512)
@@ -354,6 +360,45 @@ def coco_r101_3x_preset() -> Config:
     return _adelaidet_preset("d2_resnet101", steps=(210000, 250000), max_iters=270000)
 
 
+def coco_550_r50_3x_preset() -> Config:
+    """AdelaiDet's `550_R_50_3x.yaml` (real-time, 38.7 / 34.5 AP): short side 550 (max 916),
+    P3..P6 only (TOP_LEVELS 1), 3 convs shared by cls and box (NUM_SHARE_CONVS 3, no
+    per-branch convs), a 2-conv bottom module."""
+    cfg = _adelaidet_preset("d2_resnet50", steps=(210000, 250000), max_iters=270000)
+    _real_time(cfg, strides=(8, 16, 32, 64), sizes=(64, 128, 256))
+    cfg.data = DataConfig(
+        train_min_sizes=(440, 462, 484, 506, 528, 550),
+        train_max_size=916,
+        test_min_size=550,
+        test_max_size=916,
+    )
+    return cfg
+
+
+def coco_rt_r50_4x_preset() -> Config:
+    """AdelaiDet's `RT_R_50_4x_syncbn_shtw.yaml` (real-time, 39.3 / 35.1 AP): short side 512
+    (max 736), P3..P5 only (TOP_LEVELS 0), shared 3-conv tower, 2-conv bottom module, and a
+    ResNet-50 with trained BatchNorm (SyncBN) and no frozen stage (FREEZE_AT -1)."""
+    cfg = _adelaidet_preset("d2_resnet50", steps=(300000, 340000), max_iters=360000)
+    _real_time(cfg, strides=(8, 16, 32), sizes=(64, 128))
+    cfg.model.backbone.freeze_bn, cfg.model.backbone.freeze_at = False, 0
+    cfg.data = DataConfig(
+        train_min_sizes=tuple(range(256, 609, 32)),
+        train_max_size=900,
+        test_min_size=512,
+        test_max_size=736,
+    )
+    return cfg
+
+
+def _real_time(cfg: Config, strides: tuple[int, ...], sizes: tuple[int, ...]) -> None:
+    """The head and bottom module of AdelaiDet's 550 and RT BlendMask models."""
+    cfg.model.fpn.top_levels = len(strides) - 3
+    cfg.model.fcos.strides, cfg.model.fcos.sizes_of_interest = strides, sizes
+    cfg.model.fcos.num_convs, cfg.model.fcos.num_share_convs = 0, 3
+    cfg.model.blender.bottom_num_convs = 2
+
+
 def _adelaidet_preset(backbone: str, steps: tuple[int, int], max_iters: int) -> Config:
     """The model of AdelaiDet's `Base-BlendMask.yaml` (see `coco_r50_1x_preset`)."""
     return Config(
@@ -401,6 +446,8 @@ PRESETS = {
     "coco_r50_1x": coco_r50_1x_preset,
     "coco_r50_3x": coco_r50_3x_preset,
     "coco_r101_3x": coco_r101_3x_preset,
+    "coco_550_r50_3x": coco_550_r50_3x_preset,
+    "coco_rt_r50_4x": coco_rt_r50_4x_preset,
 }
 
 

@@ -137,3 +137,26 @@ def test_coco_r50_1x_preset_is_adelaidets_r_50_1x():
     assert m.pixel_mean == (103.53, 116.28, 123.675) and m.pixel_std == (1.0, 1.0, 1.0)
     d = get_preset("coco_r50_1x").data
     assert (d.test_min_size, d.test_max_size, d.size_divisibility) == (800, 1333, 32)
+
+
+@pytest.mark.parametrize("config", ["R_101_3x", "550_R_50_3x", "RT_R_50_4x_syncbn_shtw"])
+def test_other_published_configs_convert_without_leftovers(config):
+    """Keys and shapes of AdelaiDet's own models of these configs (record_adelaidet.py
+    --keys-only) fill our preset of the same name exactly."""
+    shapes = json.loads((DATA / f"keys_{config}.json").read_text())
+    cfg = preset_for(config)
+    ours = InstanceSegmenter(cfg.model).state_dict()
+    converted = convert_state_dict(
+        cheap({k: tuple(s) for k, s in shapes.items()}), ours, cfg.model.blender.bottom_num_convs
+    )
+    assert list(converted) == list(ours)
+
+
+def test_real_time_presets_run_on_their_levels():
+    for name, levels in (("coco_550_r50_3x", 4), ("coco_rt_r50_4x", 3)):
+        cfg = get_preset(name)
+        model = InstanceSegmenter(cfg.model).eval()
+        with torch.no_grad():
+            out = model.run([torch.rand(3, 64, 96)])
+        assert len(out["fcos"]["box_tower"]) == levels
+        assert out["masks"][0]["bases"].shape == (4, 16, 24)

@@ -35,9 +35,11 @@ def key_table(bottom_num_convs: int = 3) -> list[tuple[str, str]]:
         ("backbone.fpn_output3.{x}", "backbone.fpn.layer_blocks.0.0.{x}"),
         ("backbone.fpn_output4.{x}", "backbone.fpn.layer_blocks.1.0.{x}"),
         ("backbone.fpn_output5.{x}", "backbone.fpn.layer_blocks.2.0.{x}"),
-        # P6 = conv3×3/2(P5), P7 = conv3×3/2(ReLU(P6)) (FCOS' top block)
+        # P6 = conv3×3/2(P5), P7 = conv3×3/2(ReLU(P6)) (FCOS' top block; P6 alone in 550)
         ("backbone.top_block.{x}", "backbone.fpn.extra_blocks.{x}"),
-        # -- FCOS head: towers are Sequential(conv, GN, ReLU) × 4 in both, same indices
+        # -- FCOS head: towers are Sequential(conv, GN, ReLU) × n in both, same indices;
+        #    the real-time models have a shared tower before cls/box
+        ("proposal_generator.fcos_head.share_tower.{x}", "fcos.head.share_tower.{x}"),
         ("proposal_generator.fcos_head.cls_tower.{x}", "fcos.head.cls_tower.{x}"),
         ("proposal_generator.fcos_head.bbox_tower.{x}", "fcos.head.box_tower.{x}"),
         ("proposal_generator.fcos_head.cls_logits.{x}", "fcos.head.cls_logits.{x}"),

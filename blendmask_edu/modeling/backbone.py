@@ -16,7 +16,7 @@ from collections import OrderedDict
 import torch
 from torch import nn
 from torchvision.ops import FeaturePyramidNetwork
-from torchvision.ops.feature_pyramid_network import LastLevelP6P7
+from torchvision.ops.feature_pyramid_network import ExtraFPNBlock, LastLevelP6P7
 
 from ..config import BackboneConfig, FPNConfig
 from .weights import load_backbone_weights
@@ -102,6 +102,19 @@ def _timm_pretrained(name: str, out_indices: tuple[int, ...], timm_kwargs: dict)
         ) from err
 
 
+class LastLevelP6(ExtraFPNBlock):
+    """One extra level, P6 = conv3×3/2(P5) (AdelaiDet's FCOS.TOP_LEVELS 1, its 550 models)."""
+
+    def __init__(self, channels: int):
+        super().__init__()
+        self.p6 = nn.Conv2d(channels, channels, 3, 2, 1)
+        nn.init.kaiming_uniform_(self.p6.weight, a=1)
+        nn.init.zeros_(self.p6.bias)
+
+    def forward(self, results, x, names):
+        return [*results, self.p6(results[-1])], [*names, "p6"]
+
+
 def pyramid_levels(features: dict[str, torch.Tensor]) -> list[torch.Tensor]:
     """P3..P7 from the backbone's output, in order (without the optional "c2")."""
     return [f for name, f in features.items() if name.startswith("p")]
@@ -134,9 +147,10 @@ class BackboneFPN(nn.Module):
             self.c2_channels, *in_channels = in_channels  # e.g. 24 for lite0
         D = fpn_cfg.channels
         # P6 is made from P5 (in_channels == out_channels), as in FCOS.
-        self.fpn = FeaturePyramidNetwork(in_channels, D, extra_blocks=LastLevelP6P7(D, D))
+        extra = {2: LastLevelP6P7(D, D), 1: LastLevelP6(D), 0: None}[fpn_cfg.top_levels]
+        self.fpn = FeaturePyramidNetwork(in_channels, D, extra_blocks=extra)
         self.out_channels = D
-        self.strides = (8, 16, 32, 64, 128)  # P3..P7
+        self.strides = (8, 16, 32, 64, 128)[: 3 + fpn_cfg.top_levels]  # P3..P7
 
     def forward(self, x: torch.Tensor) -> OrderedDict[str, torch.Tensor]:
         if self.channels_last:

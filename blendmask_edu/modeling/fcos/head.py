@@ -59,6 +59,10 @@ class FCOSHead(nn.Module):
         self.centerness = nn.Conv2d(D, 1, 3, padding=1)
         # AdelaiDet's BlendMask configs have no per-level scale (FCOS.USE_SCALE False).
         self.scales = nn.ModuleList(Scale() for _ in cfg.strides) if cfg.use_scale else None
+        # AdelaiDet's real-time models: a tower shared by cls and box, before them
+        self.share_tower = None
+        if cfg.num_share_convs:
+            self.share_tower = conv_gn_relu_tower(D, cfg.num_share_convs)
         self._init_weights()
 
     def _init_weights(self):
@@ -74,6 +78,8 @@ class FCOSHead(nn.Module):
         """features: P3..P7, each [B, D, H_i, W_i]. Returns per-level lists."""
         out = {"cls_logits": [], "box_reg": [], "centerness": [], "box_tower": []}
         for level, p in enumerate(features):
+            if self.share_tower is not None:
+                p = self.share_tower(p)  # [B, D, H_i, W_i]
             cls_feat = self.cls_tower(p)  # [B, D, H_i, W_i]
             box_feat = self.box_tower(p)  # [B, D, H_i, W_i]
             reg = self.box_reg(box_feat)  # [B, 4, H_i, W_i]

@@ -44,12 +44,12 @@ def photo(name: str) -> np.ndarray:
 HERE = Path(__file__).resolve().parent
 
 
-def build_adelaidet_model(adelaidet_dir: Path):
+def build_adelaidet_model(adelaidet_dir: Path, config: str = CONFIG):
     from adet.config import get_cfg
     from detectron2.modeling import build_model
 
     cfg = get_cfg()
-    cfg.merge_from_file(str(adelaidet_dir / "configs" / "BlendMask" / f"{CONFIG}.yaml"))
+    cfg.merge_from_file(str(adelaidet_dir / "configs" / "BlendMask" / f"{config}.yaml"))
     cfg.MODEL.DEVICE = "cpu"
     cfg.MODEL.BLENDMASK.VISUALIZE = True  # the outputs then include the bases
     return build_model(cfg).eval(), cfg
@@ -59,17 +59,24 @@ def main() -> None:
     p = argparse.ArgumentParser()
     p.add_argument("--adelaidet", required=True, type=Path)
     p.add_argument("--checkpoint-dir", required=True, type=Path)
+    p.add_argument("--config", default=CONFIG, help="another BlendMask config (ad-hoc checks)")
+    p.add_argument("--out-dir", type=Path, default=HERE)
+    p.add_argument("--keys-only", action="store_true", help="write keys_<config>.json only")
     args = p.parse_args()
     from detectron2.checkpoint import DetectionCheckpointer
 
-    model, cfg = build_adelaidet_model(args.adelaidet)
+    model, cfg = build_adelaidet_model(args.adelaidet, args.config)
     shapes = {k: tuple(v.shape) for k, v in model.state_dict().items()}
+    if args.keys_only:  # every key and shape, for the key-table tests of other configs
+        out = args.out_dir / f"keys_{args.config}.json"
+        out.write_text(json.dumps({k: list(s) for k, s in shapes.items()}) + "\n")
+        return
     weights = random_weights(shapes, SEED)
     model.load_state_dict({k: torch.from_numpy(v) for k, v in weights.items()}, strict=True)
     args.checkpoint_dir.mkdir(parents=True, exist_ok=True)
-    DetectionCheckpointer(model, save_dir=str(args.checkpoint_dir)).save(f"adelaidet_{CONFIG}")
+    DetectionCheckpointer(model, save_dir=str(args.checkpoint_dir)).save(f"adelaidet_{args.config}")
     manifest = {
-        "config": CONFIG,
+        "config": args.config,
         "seed": SEED,
         "recipe": "tests/adelaidet_recipe.py",
         "torch": torch.__version__,
@@ -79,7 +86,7 @@ def main() -> None:
             for k, v in weights.items()
         },
     }
-    (HERE / "weights.json").write_text(json.dumps(manifest, indent=1) + "\n")
+    (args.out_dir / "weights.json").write_text(json.dumps(manifest, indent=1) + "\n")
 
     arrays, records = {}, []
     for name in IMAGES:
@@ -103,8 +110,8 @@ def main() -> None:
         arrays[f"{name}/classes"] = inst.pred_classes.numpy()
         arrays[f"{name}/bases"] = out["bases"][0][0].numpy()  # [K, Hp/4, Wp/4]
         print(f"{name}: {len(inst)} detections, bases {tuple(out['bases'][0].shape)}")
-    np.savez_compressed(HERE / "outputs.npz", **arrays)
-    (HERE / "outputs.json").write_text(json.dumps(records) + "\n")
+    np.savez_compressed(args.out_dir / "outputs.npz", **arrays)
+    (args.out_dir / "outputs.json").write_text(json.dumps(records) + "\n")
 
 
 if __name__ == "__main__":
