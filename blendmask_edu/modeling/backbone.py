@@ -147,7 +147,13 @@ class BackboneFPN(nn.Module):
             self.c2_channels, *in_channels = in_channels  # e.g. 24 for lite0
         D = fpn_cfg.channels
         # P6 is made from P5 (in_channels == out_channels), as in FCOS.
-        extra = {2: LastLevelP6P7(D, D), 1: LastLevelP6(D), 0: None}[fpn_cfg.top_levels]
+        if fpn_cfg.top_levels not in (0, 1, 2):
+            raise ValueError(f"FPNConfig.top_levels {fpn_cfg.top_levels}: use 0, 1 or 2")
+        extra = None  # top_levels 0: P3..P5 only
+        if fpn_cfg.top_levels == 2:
+            extra = LastLevelP6P7(D, D)
+        elif fpn_cfg.top_levels == 1:
+            extra = LastLevelP6(D)
         self.fpn = FeaturePyramidNetwork(in_channels, D, extra_blocks=extra)
         self.out_channels = D
         self.strides = (8, 16, 32, 64, 128)[: 3 + fpn_cfg.top_levels]  # P3..P7
