@@ -34,7 +34,11 @@ def ours(num_dets: int, branch: str = "blender"):
     cfg.backbone.pretrained, cfg.backbone.weights_path = False, None
     cfg.fcos.score_thresh = 0.0  # random weights score ~0.01: keep every candidate
     cfg.fcos.max_detections = num_dets
-    return InstanceSegmenter(cfg).eval()
+    model = InstanceSegmenter(cfg).eval()
+    # Random weights predict boxes of size ~0, which the AdelaiDet presets (clipping after
+    # NMS) drop at the end: give them a few strides so that `num_dets` masks are made.
+    torch.nn.init.constant_(model.fcos.head.box_reg.bias, 2.0)
+    return model
 
 
 def maskrcnn(num_dets: int, size: int):
