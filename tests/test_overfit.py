@@ -31,16 +31,23 @@ from blendmask_edu.modeling.segmenter import InstanceSegmenter
 
 pytestmark = pytest.mark.slow
 
+DETECTOR_ITERS = 200
+MASK_ITERS = 500
+
+
+def shapes_image_with_instances(root, min_instances: int = 3) -> CocoInstances:
+    """The first shapes image (seeds 0, 1, ...) that holds at least `min_instances`."""
+    for seed in range(100):
+        path = make_shapes(root / f"s{seed}", 1, 128, seed=seed)
+        ds = CocoInstances(path)
+        if len(ds[0][1]["boxes"]) >= min_instances:
+            return ds
+    raise AssertionError(f"no shapes image with {min_instances} instances in 100 seeds")
+
 
 @pytest.fixture(scope="module")
 def one_image(tmp_path_factory):
-    root = tmp_path_factory.mktemp("one")
-    for seed in range(100):  # the first seed whose image holds at least 3 instances
-        path = make_shapes(root / f"s{seed}", 1, 128, seed=seed)
-        ds = CocoInstances(path)
-        if len(ds[0][1]["boxes"]) >= 3:
-            return ds
-    raise AssertionError("no shapes image with 3 instances in 100 seeds")
+    return shapes_image_with_instances(tmp_path_factory.mktemp("one"))
 
 
 def centerness_floor(model, images, targets) -> float:
@@ -51,8 +58,11 @@ def centerness_floor(model, images, targets) -> float:
         return F.binary_cross_entropy(ctr, ctr, reduction="sum").item() / max(len(ctr), 1)
 
 
-def overfit(mask_branch: str, dataset, iters: int):
-    torch.manual_seed(0)
+def overfit(mask_branch: str, dataset, iters: int, seed: int = 0, observe=None):
+    """Train on one image (batch of 2 copies) for `iters` steps at a constant lr →
+    (model, per-step losses, centerness floor). `observe(iteration, model, history)` is called
+    after each step (benchmarks/overfit_spread.py measures the curve with it)."""
+    torch.manual_seed(seed)
     cfg = shapes_preset()
     cfg.model.mask_branch = mask_branch
     cfg.model.blender.R = cfg.model.fcis.R = 56
@@ -68,6 +78,8 @@ def overfit(mask_branch: str, dataset, iters: int):
         sum(losses.values()).backward()
         optimizer.step()
         history.append({k: v.item() for k, v in losses.items()})
+        if observe is not None:
+            observe(len(history), model, history)
     floor = centerness_floor(model, images, targets)
     return model, history, floor
 
@@ -82,7 +94,7 @@ def assert_losses_fell_tenfold(history, floor):
 
 
 def test_detector_overfits_one_image(one_image):
-    model, history, floor = overfit("none", one_image, iters=200)
+    model, history, floor = overfit("none", one_image, DETECTOR_ITERS)
     assert_losses_fell_tenfold(history, floor)
     results = evaluate_model(model, one_image, "cpu", progress=False)
     assert results["bbox"]["AP"] >= 0.9, results["bbox"]
@@ -102,7 +114,7 @@ def grid_ceiling(dataset, stride: int = 4) -> float:
 
 @pytest.mark.parametrize("branch", ["blender", "yolact", "fcis", "roi"])
 def test_mask_branch_overfits_one_image(one_image, branch):
-    model, history, _ = overfit(branch, one_image, iters=500)
+    model, history, _ = overfit(branch, one_image, MASK_ITERS)
     first, last = history[0]["loss_mask"], history[-1]["loss_mask"]
     assert last <= first / 5, (first, last)
     results = evaluate_model(model, one_image, "cpu", progress=False)
