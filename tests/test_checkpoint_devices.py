@@ -29,8 +29,14 @@ from blendmask_edu.engine.trainer import CHECKPOINT, Trainer
 
 
 def resave_as_if_on_cuda(path, monkeypatch) -> None:
-    """Rewrite the checkpoint at `path` with every tensor tagged "cuda:0"."""
+    """Rewrite the checkpoint at `path` with every tensor tagged "cuda:0"; a training
+    checkpoint also gets what a CUDA run with mixed precision adds: the CUDA generator's state
+    (16 bytes per GPU) and the loss scaler's state."""
     state = load_checkpoint(path)
+    if "rng" in state:
+        state["rng"]["cuda"] = [torch.zeros(16, dtype=torch.uint8)]
+        state["scaler"] = {"scale": 1024.0, "growth_factor": 2.0, "backoff_factor": 0.5,
+                           "growth_interval": 2000, "_growth_tracker": 5}  # fmt: skip
     with monkeypatch.context() as m:
         m.setattr(torch.serialization, "location_tag", lambda storage: "cuda:0")
         save_checkpoint(state, path)
