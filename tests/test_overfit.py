@@ -45,8 +45,7 @@ MASK_ITERS = 500
 BOX_AP_BAR = 0.9
 # With a mask branch the box AP is lower where the branch shares the features: blender 0.938
 # (300 it) / 0.975 (500 it), roi 0.991 / 1.0 (seed 1: 0.969 / 0.994). The detector's quality
-# is the test above; here
-# the bar catches a mask branch that wrecks the shared features.
+# is the test above; here the bar catches a mask branch that wrecks the shared features.
 MASK_TEST_BOX_AP_BAR = 0.85
 # Blender / RoI mask AP after 500 iterations: blender 0.913 (0.866 at 300), roi 0.952 (0.938
 # at 300; seed 1: 0.930, 0.938 at 300), and roi 0.895 on another 2-core machine: the CI
