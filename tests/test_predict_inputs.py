@@ -18,6 +18,7 @@ from tiny import tiny_config
 from blendmask_edu.cli import main
 from blendmask_edu.engine import predict as predict_mod
 from blendmask_edu.engine.predict import read_image
+from blendmask_edu.modeling import segmenter
 
 EXIF_ORIENTATION = 0x0112  # 274: 6 = "rotate 90° clockwise to display"
 
@@ -139,13 +140,13 @@ def test_a_large_photo_pastes_one_full_size_mask_at_a_time(
     photo.paste((200, 60, 40), (1000, 1000, 3000, 2500))
     photo.save(tmp_path / "photo.jpg", quality=80)
     pasted = []
-    original = predict_mod.paste_masks
+    original = segmenter.paste_masks
 
     def recording(masks, boxes, size):
         pasted.append((len(masks), tuple(size)))
         return original(masks, boxes, size)
 
-    monkeypatch.setattr(predict_mod, "paste_masks", recording)
+    monkeypatch.setattr(segmenter, "paste_masks", recording)
     code, preds, err = predict(checkpoint, [tmp_path / "photo.jpg"], tmp_path / "p", capsys)
     assert code == 0 and len(preds) == 5, err
     assert [n for n, size in pasted if size == (4000, 6000)] == [1] * 5  # one at a time

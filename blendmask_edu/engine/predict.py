@@ -25,7 +25,6 @@ import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from ..data.transforms import build_transforms, resized_shape
-from ..modeling.paste import paste_masks
 from ..viz.overlay import save_overlay
 from .checkpoint import model_from_checkpoint
 from .trainer import resolve_device
@@ -117,7 +116,8 @@ def encode_mask(mask: torch.Tensor) -> dict:
 
 @torch.inference_mode()
 def predict_one(model, image: torch.Tensor, resize, score_thresh: float, device) -> tuple:
-    """One image → (result at full size with masks as RLE, result for the overlay).
+    """One image → (result at full size with masks as RLE, result for the overlay, the image
+    at the overlay's size). Both go through the model's own `postprocess`.
 
     Only detections ≥ `score_thresh` are pasted, one at a time at full size (a 6000×4000
     photo holds one 96 MB float mask at a time, not one per detection); the overlay gets
@@ -125,18 +125,27 @@ def predict_one(model, image: torch.Tensor, resize, score_thresh: float, device)
     H, W = image.shape[-2:]
     resized, _ = resize(image, None)
     out = model.run([resized.to(device)])
-    h, w = out["image_sizes"][0]
-    det = {k: v.cpu() for k, v in out["fcos"]["detections"][0].items()}
-    keep = det["scores"] >= score_thresh
-    boxes = det["boxes"][keep] * torch.tensor([W / w, H / h, W / w, H / h])  # [N, 4] full size
-    res = {"boxes": boxes, "scores": det["scores"][keep], "labels": det["labels"][keep]}
-    oh, ow = resized_shape(H, W, min(H, W), OVERLAY_MAX_SIDE)  # ≤ OVERLAY_MAX_SIDE
-    view = {**res, "boxes": boxes * torch.tensor([ow / W, oh / H] * 2)}
+    det = out["fcos"]["detections"][0]
+    keep = (det["scores"] >= score_thresh).nonzero()[:, 0]
+    kept = {"image_sizes": out["image_sizes"]}
+
+    def only(indices) -> dict:  # `out` restricted to some detections
+        sub = {**kept, "fcos": {"detections": [{k: v[indices] for k, v in det.items()}]}}
+        if "masks" in out:
+            sub["masks"] = [{"masks": out["masks"][0]["masks"][indices]}]  # [n, R, R]
+        return sub
+
+    parts, rles = [], []
+    for i in keep.tolist():
+        one = model.postprocess(only([i]), [(H, W)])[0]  # masks [≤ 1, H, W]
+        parts.append({k: one[k].cpu() for k in ("boxes", "scores", "labels")})
+        rles += [encode_mask(m.cpu() > 0.5) for m in one.get("masks", [])]
+    empty = {"boxes": torch.zeros(0, 4), "scores": torch.zeros(0), "labels": torch.zeros(0)}
+    res = {k: torch.cat([p[k] for p in parts]) if parts else v for k, v in empty.items()}
     if "masks" in out:
-        rr = out["masks"][0]["masks"].cpu()[keep]  # [N, R, R] in box coordinates
-        res["rles"] = [encode_mask(paste_masks(m[None], b[None], (H, W))[0] > 0.5)
-                       for m, b in zip(rr, boxes)]  # fmt: skip
-        view["masks"] = paste_masks(rr, view["boxes"], (oh, ow))  # [N, oh, ow]
+        res["rles"] = rles
+    oh, ow = resized_shape(H, W, min(H, W), OVERLAY_MAX_SIDE)  # ≤ OVERLAY_MAX_SIDE
+    view = {k: v.cpu() for k, v in model.postprocess(only(keep), [(oh, ow)])[0].items()}
     if (oh, ow) != (H, W):
         image = torch.nn.functional.interpolate(image[None], (oh, ow), mode="area")[0]
     return res, view, image
