@@ -5,7 +5,7 @@ blendmask-edu make-shapes OUT_DIR --num-images N --image-size S --seed K
 blendmask-edu train --preset NAME --train DATA --val DATA --output-dir RUN [...]
 blendmask-edu evaluate (--checkpoint CKPT | --predictions JSON) --data DATA [--output JSON]
                        [--per-category]
-blendmask-edu predict --checkpoint CKPT IMAGE... --output-dir D
+blendmask-edu predict --checkpoint CKPT IMAGE_OR_FOLDER... --output-dir D
 blendmask-edu compare --preset NAME --train DATA --val DATA --output-dir D [...]
 blendmask-edu check-data DATA [--overlays OUT_DIR] [--num N]
 blendmask-edu import-labelme SRC_DIR OUT_DIR [--labels a,b,c]
@@ -87,10 +87,20 @@ def cmd_evaluate(args) -> None:
         Path(args.output).write_text(json.dumps(results, indent=2) + "\n")
 
 
-def cmd_predict(args) -> None:
+def cmd_predict(args) -> int:
     from .engine.predict import predict_images
 
-    predict_images(args.checkpoint, args.images, args.output_dir, args.device, args.score_thresh)
+    report = predict_images(
+        args.checkpoint, args.images, args.output_dir, args.device, args.score_thresh
+    )
+    if report.failed:  # each was named as it was skipped; the others were predicted
+        print(
+            f"error: {len(report.failed)} of {report.num_images} files could not be read as "
+            f"images: {', '.join(Path(f).name for f in report.failed)}",
+            file=sys.stderr,
+        )
+        return 1
+    return 0
 
 
 def cmd_compare(args) -> None:
@@ -247,7 +257,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     s = sub.add_parser("predict", help="predict on images: predictions.json + overlays")
     s.add_argument("--checkpoint", required=True)
-    s.add_argument("images", nargs="+")
+    s.add_argument("images", nargs="+", help="image files and/or folders of images")
     s.add_argument("--output-dir", required=True)
     s.add_argument("--score-thresh", type=float, default=0.5)
     s.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")

@@ -227,8 +227,11 @@ class Config:
         return dataclasses.asdict(self)
 
     @classmethod
-    def from_dict(cls, d: dict) -> Config:
-        return _from_dict(cls, d)
+    def from_dict(cls, d: dict, notes: list[str] | None = None) -> Config:
+        """Strict by default: an unknown field is an error naming it. With a `notes` list (a
+        checkpoint written by another version), unknown fields are dropped and missing ones
+        take their defaults, each with a note appended to `notes`."""
+        return _from_dict(cls, d, notes)
 
     def save(self, path: str | Path) -> None:
         Path(path).write_text(json.dumps(self.to_dict(), indent=2) + "\n")
@@ -238,17 +241,30 @@ class Config:
         return cls.from_dict(json.loads(Path(path).read_text()))
 
 
-def _from_dict(cls, d: dict):
-    """Build dataclass `cls` from a (possibly partial) dict; unknown keys are an error."""
+def _from_dict(cls, d: dict, notes: list[str] | None = None, where: str = ""):
+    """Build dataclass `cls` from a (possibly partial) dict. Unknown keys are an error, or
+    with `notes` a note each (and so are missing keys); `where` is the dotted path so far."""
+    if not isinstance(d, dict):
+        raise ValueError(f"config field {where.rstrip('.') or cls.__name__}: expected a dict")
     names = {f.name: f for f in dataclasses.fields(cls)}
-    unknown = set(d) - set(names)
-    if unknown:
-        raise ValueError(f"{cls.__name__}: unknown config field(s) {sorted(unknown)}")
+    unknown = sorted(set(d) - set(names))
+    if unknown and notes is None:
+        fields = ", ".join(where + k for k in unknown)
+        raise ValueError(f"unknown config field(s) {fields} (not in {cls.__name__})")
+    for key in unknown:
+        notes.append(f"config field {where}{key} = {d[key]!r} is unknown to this version: ignored")
     kwargs = {}
-    for key, value in d.items():
+    for key in names:
         default = getattr(cls(), key)
+        if key not in d:
+            if notes is not None and not dataclasses.is_dataclass(default):
+                notes.append(f"config field {where}{key} is missing: its default {default!r} used")
+            elif notes is not None:  # a whole section missing: its fields, one note each
+                kwargs[key] = _from_dict(type(default), {}, notes, f"{where}{key}.")
+            continue
+        value = d[key]
         if dataclasses.is_dataclass(default):
-            kwargs[key] = _from_dict(type(default), value)
+            kwargs[key] = _from_dict(type(default), value, notes, f"{where}{key}.")
         elif isinstance(default, tuple) and isinstance(value, list):
             kwargs[key] = tuple(value)
         else:

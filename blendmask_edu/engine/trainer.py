@@ -37,7 +37,13 @@ from ..data.coco import CocoInstances
 from ..data.transforms import build_transforms
 from ..modeling.segmenter import InstanceSegmenter
 from .box_sizes import check_box_sizes
-from .checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
+from .checkpoint import (
+    load_checkpoint,
+    restore_scaler,
+    rng_state,
+    save_checkpoint,
+    set_rng_state,
+)
 from .evaluate import evaluate_model
 from .sampler import InfiniteBatchSampler, SeededAugmentation
 from .schedule import build_optimizer, build_scheduler
@@ -163,7 +169,9 @@ class Trainer:
         self.model.load_state_dict(ckpt["model"])
         self.optimizer.load_state_dict(ckpt["optimizer"])
         self.scheduler.load_state_dict(ckpt["scheduler"])
-        self.scaler.load_state_dict(ckpt["scaler"])
+        scaler_note = restore_scaler(self.scaler, ckpt["scaler"])  # CPU checkpoint → CUDA
+        if scaler_note:
+            print(f"note: --resume: {scaler_note}")
         set_rng_state(ckpt["rng"])
         self.start_iter, self.elapsed = ckpt["iteration"], ckpt["elapsed"]
         self.total_iters[0] = ckpt["total_iters"]
