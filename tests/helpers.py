@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 
 
@@ -24,3 +25,13 @@ def instance_target(boxes: list, labels: list, size=(64, 64)) -> dict:
         "labels": torch.tensor(labels),
         "masks": torch.stack([box_mask(*size, b) for b in boxes]),
     }
+
+
+def uncompressed_rle(mask: np.ndarray) -> dict:
+    """COCO's *uncompressed* RLE of `[H, W]` (pycocotools writes only the compressed one):
+    run lengths down the columns (column-major), starting with a run of zeros."""
+    flat = mask.flatten(order="F")
+    change = np.flatnonzero(np.diff(flat)) + 1  # where a new run starts
+    bounds = np.concatenate([[0], change, [flat.size]])
+    counts = np.diff(bounds).tolist()
+    return {"size": list(mask.shape), "counts": ([0] if flat[0] else []) + counts}

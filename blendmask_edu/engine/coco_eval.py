@@ -25,6 +25,7 @@ import pycocotools.mask as mask_utils
 import torch
 from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
+from torchvision.ops import box_convert
 
 # The order of COCOeval.stats after summarize().
 STAT_NAMES = (
@@ -52,7 +53,8 @@ def predictions_to_coco_results(
             for label, s in zip(pred["labels"].cpu().tolist(), scores)
         ]
         if "bbox" in results:
-            boxes = _xyxy_to_xywh(pred["boxes"].detach().float().cpu())  # [N, 4]
+            corners = pred["boxes"].detach().float().cpu()  # [N, 4] (x1, y1, x2, y2)
+            boxes = box_convert(corners, "xyxy", "xywh")  # [N, 4] COCO (x, y, width, height)
             for entry, box in zip(common, boxes.tolist()):
                 results["bbox"].append({**entry, "bbox": box})
         if "segm" in results:
@@ -64,12 +66,6 @@ def predictions_to_coco_results(
             for entry, rle in zip(common, encode_masks(pred["masks"])):
                 results["segm"].append({**entry, "segmentation": rle})
     return results
-
-
-def _xyxy_to_xywh(boxes: torch.Tensor) -> torch.Tensor:
-    """`[N, 4]` corners (x1, y1, x2, y2) → `[N, 4]` COCO (x, y, width, height)."""
-    x1, y1, x2, y2 = boxes.unbind(-1)
-    return torch.stack([x1, y1, x2 - x1, y2 - y1], dim=-1)
 
 
 def encode_masks(masks: torch.Tensor) -> list[dict]:

@@ -12,13 +12,14 @@ import json
 from pathlib import Path
 
 import numpy as np
-import pycocotools.mask as mask_utils
 import torch
 from PIL import Image, UnidentifiedImageError
+from torchvision.ops import box_convert
 
 from ..data.transforms import build_transforms
 from ..viz.overlay import save_overlay
 from .checkpoint import model_from_checkpoint
+from .coco_eval import encode_masks
 from .trainer import resolve_device
 
 
@@ -36,19 +37,18 @@ def read_image(path: Path) -> torch.Tensor:
 
 def to_coco_entries(image_id: int, file_name: str, res: dict, label_to_cat_id: dict) -> list:
     entries = []
+    boxes = box_convert(res["boxes"].float(), "xyxy", "xywh")  # [N, 4] COCO (x, y, w, h)
+    rles = encode_masks(res["masks"]) if "masks" in res else None  # masks cut at 0.5
     for i in range(len(res["boxes"])):
-        x0, y0, x1, y1 = res["boxes"][i].tolist()
         entry = {
             "image_id": image_id,
             "file_name": file_name,
             "category_id": label_to_cat_id[int(res["labels"][i])],
-            "bbox": [x0, y0, x1 - x0, y1 - y0],
+            "bbox": boxes[i].tolist(),
             "score": float(res["scores"][i]),
         }
-        if "masks" in res:
-            m = np.asfortranarray((res["masks"][i] > 0.5).numpy().astype(np.uint8))
-            rle = mask_utils.encode(m)
-            entry["segmentation"] = {"size": rle["size"], "counts": rle["counts"].decode()}
+        if rles is not None:
+            entry["segmentation"] = rles[i]
         entries.append(entry)
     return entries
 
