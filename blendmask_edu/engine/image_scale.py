@@ -37,9 +37,9 @@ def scale_warnings(short_sides: list[int], data_cfg: DataConfig) -> list[str]:
     )
     return [
         f"the images have a short side of about {median:.0f} px, but this preset trains at "
-        f"{tuple(data_cfg.train_min_sizes)} px (×{factor:.2g}){flips}. For photos use "
-        "--preset photo (short side 512–640, horizontal flips only), or choose the size "
-        "with --image-size S (see docs/own-data.md)"
+        f"{tuple(data_cfg.train_min_sizes)} px (×{factor:.2g}){flips}. Unless that is what "
+        "you want: --preset photo for photos (short side 512–640, horizontal flips only), "
+        "or choose the size with --image-size S (see docs/own-data.md)"
     ]
 
 
