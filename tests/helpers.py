@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 
 
@@ -44,3 +45,13 @@ def write_model_checkpoint(path, cfg, seed: int = 0, config: dict | None = None)
     }
     save_checkpoint(state, path)
     return path
+
+
+def uncompressed_rle(mask: np.ndarray) -> dict:
+    """COCO's *uncompressed* RLE of `[H, W]` (pycocotools writes only the compressed one):
+    run lengths down the columns (column-major), starting with a run of zeros."""
+    flat = mask.flatten(order="F")
+    change = np.flatnonzero(np.diff(flat)) + 1  # where a new run starts
+    bounds = np.concatenate([[0], change, [flat.size]])
+    counts = np.diff(bounds).tolist()
+    return {"size": list(mask.shape), "counts": ([0] if flat[0] else []) + counts}

@@ -26,6 +26,7 @@ import pycocotools.mask as mask_utils
 import torch
 from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
+from torchvision.ops import box_convert
 
 from ..modeling.paste import paste_masks_in_chunks
 
@@ -84,7 +85,8 @@ class CocoResults:
             for label, s in zip(pred["labels"].cpu().tolist(), scores)
         ]
         if "bbox" in self.results:
-            boxes = _xyxy_to_xywh(pred["boxes"].detach().float().cpu())  # [N, 4]
+            corners = pred["boxes"].detach().float().cpu()  # [N, 4] (x1, y1, x2, y2)
+            boxes = box_convert(corners, "xyxy", "xywh")  # [N, 4] COCO (x, y, width, height)
             for entry, box in zip(common, boxes.tolist()):
                 self.results["bbox"].append({**entry, "bbox": box})
         has_masks = pred.get("masks") is not None or pred.get("box_masks") is not None
@@ -102,12 +104,6 @@ def _image_rles(pred: dict) -> list[dict]:
     for chunk in chunks:  # [n, H, W] bool, n ≤ PASTE_CHUNK
         rles += encode_masks(chunk)
     return rles
-
-
-def _xyxy_to_xywh(boxes: torch.Tensor) -> torch.Tensor:
-    """`[N, 4]` corners (x1, y1, x2, y2) → `[N, 4]` COCO (x, y, width, height)."""
-    x1, y1, x2, y2 = boxes.unbind(-1)
-    return torch.stack([x1, y1, x2 - x1, y2 - y1], dim=-1)
 
 
 def encode_masks(masks: torch.Tensor) -> list[dict]:

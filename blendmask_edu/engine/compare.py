@@ -20,7 +20,7 @@ import statistics
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..config import MASK_BRANCHES, Config, get_preset
+from ..config import MASK_BRANCHES, Config, apply_override, get_preset
 
 # The blender's ablation knobs (paper §4.1: K bases, M attention size, R RoI size, and the
 # attention interpolation), with the type of their values.
@@ -83,8 +83,12 @@ def plan_rows(branches: list[str], sweep: str | None) -> list[Row]:
     return [Row(f"{knob}={v}", "blender", {knob: v}) for v in values]
 
 
-def run_config(preset: str, row: Row, seed: int, max_iters, time_budget_min, device) -> Config:
+def run_config(
+    preset: str, row: Row, seed: int, max_iters, time_budget_min, device, overrides=()
+) -> Config:
     cfg = get_preset(preset)
+    for assignment in overrides:  # --set FIELD=VALUE, before the row's own knob
+        apply_override(cfg, assignment)
     cfg.model.mask_branch = row.branch
     cfg.model.blender = dataclasses.replace(cfg.model.blender, **row.overrides)
     if max_iters is not None:
@@ -121,6 +125,7 @@ def run_compare(
     sweep: str | None = None,
     device: str = "auto",
     progress: bool = True,
+    overrides: list[str] = (),
 ) -> dict:
     """Train and measure every (row, seed); write the four report files; return results."""
     from ..viz.compare_figures import plot_comparison, plot_qualitative
@@ -133,7 +138,7 @@ def run_compare(
     runs_dir = out / "runs"
     for row in rows:
         for seed in seeds:
-            cfg = run_config(preset, row, seed, max_iters, time_budget_min, device)
+            cfg = run_config(preset, row, seed, max_iters, time_budget_min, device, overrides)
             ensure_trained(cfg, train_path, val_path, runs_dir / row.run_name(seed), progress)
     table = []
     for row in rows:
@@ -144,6 +149,7 @@ def run_compare(
         "seeds": list(seeds),
         "budget": {"max_iters": max_iters, "time_budget_min": time_budget_min},
         "sweep": sweep,
+        "set": list(overrides),
         "rows": table,
     }
     (out / "results.json").write_text(json.dumps(results, indent=2) + "\n")

@@ -22,6 +22,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
+from torchvision.ops import box_convert
 
 from ..data.transforms import build_transforms, resized_shape
 from ..viz.overlay import save_overlay
@@ -93,16 +94,16 @@ def read_image(path: Path) -> torch.Tensor:
 
 def to_coco_entries(image_id: int, file_name: str, res: dict, label_to_cat_id: dict) -> list:
     entries = []
+    boxes = box_convert(res["boxes"].float(), "xyxy", "xywh")  # [N, 4] COCO (x, y, w, h)
     for i in range(len(res["boxes"])):
-        x0, y0, x1, y1 = res["boxes"][i].tolist()
         entry = {
             "image_id": image_id,
             "file_name": file_name,
             "category_id": label_to_cat_id[int(res["labels"][i])],
-            "bbox": [x0, y0, x1 - x0, y1 - y0],
+            "bbox": boxes[i].tolist(),
             "score": float(res["scores"][i]),
         }
-        if "rles" in res:
+        if "rles" in res:  # compressed RLE per detection, made by `predict_one`
             entry["segmentation"] = res["rles"][i]
         entries.append(entry)
     return entries

@@ -45,6 +45,7 @@ from .checkpoint import (
     set_rng_state,
 )
 from .evaluate import evaluate_model
+from .image_scale import check_image_scale
 from .sampler import InfiniteBatchSampler, SeededAugmentation
 from .schedule import build_optimizer, build_scheduler
 from .val_loss import validation_losses
@@ -126,7 +127,8 @@ class Trainer:
             )
             cfg.model.fcos.num_classes = len(self.categories)
         if dist.is_main_process():  # do the objects' sizes fit the FPN levels?
-            for warning in check_box_sizes(self.train_set, cfg.data, cfg.model.fcos):
+            warnings = check_image_scale(self.train_set, cfg.data)
+            for warning in warnings + check_box_sizes(self.train_set, cfg.data, cfg.model.fcos):
                 print(f"warning: {warning}")
         torch.manual_seed(cfg.train.seed)
         self.model = (model or InstanceSegmenter(cfg.model)).to(self.device)
