@@ -95,6 +95,14 @@ def cmd_predict(args) -> None:
 def cmd_compare(args) -> None:
     from .engine.compare import parse_branches, run_compare
 
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
+    if args.table1:
+        args.set = "table1"
+    if args.set and (args.mask_branches or args.sweep):
+        raise SystemExit("compare: --set/--table1 name the rows; drop --mask-branches/--sweep")
     run_compare(
         args.preset,
         args.train,
@@ -106,6 +114,7 @@ def cmd_compare(args) -> None:
         time_budget_min=args.time_budget_min,
         sweep=args.sweep,
         device=args.device,
+        named_set=args.set,
     )
 
 
@@ -263,6 +272,16 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="one blender knob: K=1,2,4,8 | M=7,14,28 | R=.. | interpolation=bilinear,nearest",
     )
+    s.add_argument(
+        "--set",
+        default=None,
+        choices=["table1", "capacity"],
+        help="a named set of rows: table1 = the paper's Table 1 (weighted sum, assembler, "
+        "blender 28_4_4 on one bottom module); capacity = FCIS-style k=2/k=4 vs blenders "
+        "with as many maps",
+    )
+    s.add_argument("--table1", action="store_true", help="same as --set table1")
+    s.add_argument("--threads", type=int, default=0, help="torch CPU threads (0 = default)")
     s.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
     s.set_defaults(func=cmd_compare)
 

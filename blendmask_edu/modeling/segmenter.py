@@ -46,7 +46,7 @@ def build_mask_branch(
     if name == "roi":
         from .fusion.roi import RoIMaskHead
 
-        return RoIMaskHead(cfg.roi, cfg.blender, in_channels, cfg.fcos)
+        return RoIMaskHead(cfg.roi, cfg.blender, in_channels, cfg.fcos, c2_channels)
     raise ValueError(
         f"model.mask_branch: unknown mask branch {name!r}; choose one of {', '.join(MASK_BRANCHES)}"
     )
@@ -62,8 +62,13 @@ class InstanceSegmenter(nn.Module):
     ):
         super().__init__()
         self.cfg = cfg
-        if backbone is None:  # the bottom module of blender/YOLACT/FCIS may read C2
-            with_c2 = cfg.blender.bottom_c2 and cfg.mask_branch in ("blender", "yolact", "fcis")
+        if backbone is None:  # every branch's mask input may read C2 (the RoI head as P2)
+            with_c2 = cfg.blender.bottom_c2 and cfg.mask_branch in (
+                "blender",
+                "yolact",
+                "fcis",
+                "roi",
+            )
             backbone = BackboneFPN(cfg.backbone, cfg.fpn, with_c2=with_c2)
         self.backbone = backbone
         self.fcos = FCOS(cfg.fcos, self.backbone.out_channels)
@@ -91,7 +96,7 @@ class InstanceSegmenter(nn.Module):
         """Training: `targets` required → dict of losses.
         Inference: → per image {"boxes", "scores", "labels"[, "masks"]} at `orig_sizes`
         (default: the input sizes); masks are [N, H, W] probabilities."""
-        out = self.run(images, targets if self.training else None)
+        out = self.run(images, targets if self.training else None, intermediates=False)
         if self.training:
             return out["losses"]
         return self.postprocess(out, orig_sizes)
@@ -102,8 +107,15 @@ class InstanceSegmenter(nn.Module):
         `torch.no_grad()` to keep no graph."""
         return self.run(images, targets)["losses"]
 
-    def run(self, images: list[torch.Tensor], targets: list[dict] | None = None) -> dict:
-        """Every stage's output in one dict (features, fcos, masks, losses): for teaching."""
+    def run(
+        self,
+        images: list[torch.Tensor],
+        targets: list[dict] | None = None,
+        intermediates: bool = True,
+    ) -> dict:
+        """Every stage's output in one dict (features, fcos, masks, losses): for teaching.
+        `intermediates=False` (what `forward`, hence predict/evaluate, uses) asks the mask
+        branch for the masks only, without its visualisation intermediates."""
         if targets is None and self.training:
             raise ValueError("InstanceSegmenter in training mode needs targets")
         x, image_sizes = self.preprocess(images)
@@ -116,7 +128,9 @@ class InstanceSegmenter(nn.Module):
                 losses.update(self.mask_branch.forward_train(features, fcos_out, targets))
             out["losses"] = losses
         elif self.mask_branch is not None:
-            out["masks"] = self.mask_branch.forward_test(features, fcos_out, fcos_out["detections"])
+            out["masks"] = self.mask_branch.forward_test(
+                features, fcos_out, fcos_out["detections"], intermediates=intermediates
+            )
         return out
 
     def postprocess(self, out: dict, orig_sizes=None) -> list[dict]:
