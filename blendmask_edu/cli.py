@@ -115,6 +115,7 @@ def cmd_compare(args) -> None:
         sweep=args.sweep,
         device=args.device,
         named_set=args.set,
+        only_rows=[int(i) for i in args.rows.split(",")] if args.rows else None,
     )
 
 
@@ -281,6 +282,7 @@ def build_parser() -> argparse.ArgumentParser:
         "with as many maps",
     )
     s.add_argument("--table1", action="store_true", help="same as --set table1")
+    s.add_argument("--rows", default=None, help="only these rows (1-based, e.g. 3,2), in order")
     s.add_argument("--threads", type=int, default=0, help="torch CPU threads (0 = default)")
     s.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
     s.set_defaults(func=cmd_compare)

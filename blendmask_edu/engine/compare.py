@@ -153,9 +153,11 @@ def run_compare(
     device: str = "auto",
     progress: bool = True,
     named_set: str | None = None,
+    only_rows: list[int] | None = None,
 ) -> dict:
     """Train and measure every (row, seed); write the four report files; return results.
-    `named_set` (a key of NAMED_SETS) replaces `branches`/`sweep` by that set's rows."""
+    `named_set` (a key of NAMED_SETS) replaces `branches`/`sweep` by that set's rows;
+    `only_rows` (1-based) keeps some of the rows, in that order (to split a set over lanes)."""
     from ..viz.compare_figures import plot_comparison, plot_qualitative
     from .measure import measure_run
 
@@ -167,6 +169,10 @@ def run_compare(
         rows = NAMED_SETS[named_set]
     else:
         rows = plan_rows(list(branches), sweep)
+    if only_rows:
+        if not all(1 <= i <= len(rows) for i in only_rows):
+            raise ValueError(f"--rows {only_rows}: the rows are numbered 1..{len(rows)}")
+        rows = [rows[i - 1] for i in only_rows]
     out = Path(output_dir)
     runs_dir = out / "runs"
     for row in rows:
