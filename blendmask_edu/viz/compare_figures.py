@@ -42,8 +42,8 @@ def plot_comparison(table: list[dict]):
     ax.set_ylim(0, 1)
     seeds = len(table[0]["mask_AP"]["values"])
     ax.set_title(
-        f"Mask branches compared: same data, detector architecture, loop and budget;\n"
-        f"each run trains its own detector from the same ImageNet-pretrained backbone "
+        "Mask branches compared: same data, detector architecture, loop and budget;\n"
+        "each run trains its own detector from the same ImageNet-pretrained backbone\n"
         f"({seeds} seed{'s' if seeds > 1 else ''}; bars: mean ± std)",
         fontsize=9,
     )
