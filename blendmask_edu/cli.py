@@ -112,6 +112,14 @@ def cmd_predict(args) -> int:
 def cmd_compare(args) -> None:
     from .engine.compare import parse_branches, run_compare
 
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
+    if args.table1:
+        args.rows_set = "table1"
+    if args.rows_set and (args.mask_branches or args.sweep):
+        raise SystemExit("compare: --rows-set/--table1 name the rows; drop --mask-branches/--sweep")
     run_compare(
         args.preset,
         args.train,
@@ -124,6 +132,8 @@ def cmd_compare(args) -> None:
         sweep=args.sweep,
         device=args.device,
         overrides=args.set,
+        named_set=args.rows_set,
+        only_rows=[int(i) for i in args.rows.split(",")] if args.rows else None,
     )
 
 
@@ -305,6 +315,17 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="one blender knob: K=1,2,4,8 | M=7,14,28 | R=.. | interpolation=bilinear,nearest",
     )
+    s.add_argument(
+        "--rows-set",
+        default=None,
+        choices=["table1", "capacity"],
+        help="a named set of rows: table1 = the paper's Table 1 (weighted sum, assembler, "
+        "blender 28_4_4 on one bottom module); capacity = FCIS-style k=2/k=4 vs blenders "
+        "with as many maps",
+    )
+    s.add_argument("--table1", action="store_true", help="same as --rows-set table1")
+    s.add_argument("--rows", default=None, help="only these rows (1-based, e.g. 3,2), in order")
+    s.add_argument("--threads", type=int, default=0, help="torch CPU threads (0 = default)")
     s.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
     add_set_argument(s)
     s.set_defaults(func=cmd_compare)

@@ -98,6 +98,10 @@ class BlenderConfig:
     M: int = 14  # attention resolution (§3.3)
     R: int = 56  # bottom-level RoI resolution (§3.4)
     interpolation: str = "bilinear"  # attention upsampling M→R: "bilinear" | "nearest"
+    # "predicted": the top layer's attention (BlendMask). "cells": no top layer; the R×R box is
+    # cut into M×M cells and cell (i, j) takes basis i·M + j alone (needs K = M²): the paper's
+    # Table 1 "assembler", FCIS' position-sensitive maps on the blender's crop/loss path.
+    attention: str = "predicted"
     bottom_in_levels: tuple[str, ...] = ("p3", "p4", "p5")
     bottom_channels: int = 128
     bottom_num_convs: int = 3  # 3×3 convs after merging at the P3 stride

@@ -47,7 +47,7 @@ def build_mask_branch(
     if name == "roi":
         from .fusion.roi import RoIMaskHead
 
-        return RoIMaskHead(cfg.roi, cfg.blender, in_channels, cfg.fcos)
+        return RoIMaskHead(cfg.roi, cfg.blender, in_channels, cfg.fcos, c2_channels)
     raise ValueError(
         f"model.mask_branch: unknown mask branch {name!r}; choose one of {', '.join(MASK_BRANCHES)}"
     )
@@ -63,8 +63,13 @@ class InstanceSegmenter(nn.Module):
     ):
         super().__init__()
         self.cfg = cfg
-        if backbone is None:  # the bottom module of blender/YOLACT/FCIS may read C2
-            with_c2 = cfg.blender.bottom_c2 and cfg.mask_branch in ("blender", "yolact", "fcis")
+        if backbone is None:  # every branch's mask input may read C2 (the RoI head as P2)
+            with_c2 = cfg.blender.bottom_c2 and cfg.mask_branch in (
+                "blender",
+                "yolact",
+                "fcis",
+                "roi",
+            )
             backbone = BackboneFPN(cfg.backbone, cfg.fpn, with_c2=with_c2)
         self.backbone = backbone
         self.fcos = FCOS(cfg.fcos, self.backbone.out_channels)
@@ -102,7 +107,7 @@ class InstanceSegmenter(nn.Module):
         (default: the input sizes); masks are [N, H, W] probabilities. `paste=False` gives
         "box_masks" [N, R, R] instead (each over its box, not yet pasted): evaluation pastes
         them a few at a time (`paste_masks_in_chunks`) to stay in bounded memory."""
-        out = self.run(images, targets if self.training else None)
+        out = self.run(images, targets if self.training else None, intermediates=False)
         if self.training:
             return out["losses"]
         return self.postprocess(out, orig_sizes, paste)
@@ -113,8 +118,15 @@ class InstanceSegmenter(nn.Module):
         `torch.no_grad()` to keep no graph."""
         return self.run(images, targets)["losses"]
 
-    def run(self, images: list[torch.Tensor], targets: list[dict] | None = None) -> dict:
-        """Every stage's output in one dict (features, fcos, masks, losses): for teaching."""
+    def run(
+        self,
+        images: list[torch.Tensor],
+        targets: list[dict] | None = None,
+        intermediates: bool = True,
+    ) -> dict:
+        """Every stage's output in one dict (features, fcos, masks, losses): for teaching.
+        `intermediates=False` (what `forward`, hence predict/evaluate, uses) asks the mask
+        branch for the masks only, without its visualisation intermediates."""
         if targets is None and self.training:
             raise ValueError("InstanceSegmenter in training mode needs targets")
         x, image_sizes = self.preprocess(images)
@@ -127,7 +139,9 @@ class InstanceSegmenter(nn.Module):
                 losses.update(self.mask_branch.forward_train(features, fcos_out, targets))
             out["losses"] = losses
         elif self.mask_branch is not None:
-            out["masks"] = self.mask_branch.forward_test(features, fcos_out, fcos_out["detections"])
+            out["masks"] = self.mask_branch.forward_test(
+                features, fcos_out, fcos_out["detections"], intermediates=intermediates
+            )
         return out
 
     def postprocess(self, out: dict, orig_sizes=None, paste: bool = True) -> list[dict]:
