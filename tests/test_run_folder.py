@@ -59,9 +59,9 @@ def _logged_iters(run: Path) -> int:
 
 
 def test_sigterm_saves_checkpoint_and_resume_matches_uninterrupted_run(shapes_small, tmp_path):
-    iters = 10
+    iters = 6
     proc = _train_process(shapes_small, tmp_path / "run", iters)
-    deadline = time.monotonic() + 300
+    deadline = time.monotonic() + 1800  # a guard against a hang, not a timing check
     while _logged_iters(tmp_path / "run") < 2 and proc.poll() is None:
         assert time.monotonic() < deadline, "the training process never logged 2 iterations"
         time.sleep(0.05)

@@ -344,15 +344,6 @@ class Trainer:
             self.elapsed += dt
             it += 1
             self._last_iter = it
-            signum = agreed_stop(stop, self.device)
-            if signum:  # keep what was learned; `--resume` goes on from here
-                self.check_finite(pending)
-                self.save(it)
-                finish_stop(
-                    signum,
-                    f"stopped by {signal.Signals(signum).name}: saved {self.out / CHECKPOINT} "
-                    f"after iteration {it}. To continue, run the same command with --resume.",
-                )
             if it > timed_from:
                 window_t, window_n = window_t + dt, window_n + 1
             if window_n and (it - timed_from) % 10 == 0:
@@ -377,6 +368,16 @@ class Trainer:
                 self.save(it)
             if tcfg.eval_period and it % tcfg.eval_period == 0 and it < self.total_iters[0]:
                 self.evaluate(it)
+            signum = agreed_stop(stop, self.device)  # after this iteration's log line
+            if signum:  # keep what was learned; `--resume` goes on from here
+                if pending:
+                    self.check_finite(pending)
+                self.save(it)
+                finish_stop(
+                    signum,
+                    f"stopped by {signal.Signals(signum).name}: saved {self.out / CHECKPOINT} "
+                    f"after iteration {it}. To continue, run the same command with --resume.",
+                )
 
     def evaluate(self, it: int, final: bool = False) -> dict:
         """Validation losses and COCO AP → one metrics.jsonl record {"iter", "val", "eval"}."""
