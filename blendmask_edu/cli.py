@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shlex
 import sys
 from pathlib import Path
 
@@ -68,7 +69,12 @@ def build_config(args):
 def cmd_train(args) -> None:
     from .engine.trainer import train
 
-    results = train(build_config(args), args.train, args.val, args.output_dir, resume=args.resume)
+    try:
+        results = train(build_config(args), args.train, args.val, args.output_dir, args.resume)
+    except (KeyboardInterrupt, SystemExit):  # Ctrl-C / SIGTERM: the checkpoint is written
+        command = ["blendmask-edu", *args.argv] + ([] if args.resume else ["--resume"])
+        print(f"to continue: {shlex.join(command)}", file=sys.stderr)
+        raise
     print_metrics(results)
 
 
@@ -372,6 +378,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    args.argv = sys.argv[1:] if argv is None else list(argv)  # for "to continue: ..." hints
     try:
         code = args.func(args)  # None or an exit code (check-data: 1 when it found errors)
     except (ValueError, OSError, RuntimeError) as err:  # bad data, files, NaN loss, offline...

@@ -1,8 +1,10 @@
 """Checkpoints written atomically and read back with `torch.load(weights_only=True)`.
 
 A checkpoint holds only tensors, numbers, strings, lists and dicts (no pickled classes), so
-loading it cannot run code. It is written to `NAME.tmp` and renamed over `NAME`: a run killed
-mid-write leaves the previous checkpoint intact.
+loading it cannot run code. It is written to `NAME.tmp`, flushed to disk and renamed over
+`NAME`: a run killed mid-write, or a write that fails (disk full, folder not writable), leaves
+the previous checkpoint intact; the failure is a `RunFolderWriteError` naming the folder and
+the bytes needed.
 
 Any device reads any checkpoint: every tensor is loaded onto the CPU (`map_location`) and
 then moved to where its model lives (the optimizer's state follows its parameters: PyTorch's
@@ -20,11 +22,37 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from .run_folder import write_error
+
+
+def state_bytes(state) -> int:
+    """About the size of `state` on disk: the bytes of its tensors (the rest is small)."""
+    if isinstance(state, torch.Tensor):
+        return state.numel() * state.element_size()
+    if isinstance(state, dict):
+        return sum(state_bytes(v) for v in state.values())
+    if isinstance(state, (list, tuple)):
+        return sum(state_bytes(v) for v in state)
+    return 0
+
 
 def save_checkpoint(state: dict, path: str | Path) -> None:
     path = Path(path)
     tmp = path.with_name(path.name + ".tmp")
-    torch.save(state, tmp)
+    try:
+        torch.save(state, tmp)
+        with open(tmp, "rb") as f:
+            os.fsync(f.fileno())  # on disk before the rename makes it the checkpoint
+    except OSError as err:
+        tmp.unlink(missing_ok=True)  # give the space back; `path` was never touched
+        kept = (
+            f"The previous checkpoint {path.name} is intact."
+            if path.exists()
+            else "There was no checkpoint before."
+        )
+        raise write_error(
+            "a checkpoint", path.parent, state_bytes(state) + 2**16, err, kept
+        ) from err
     os.replace(tmp, path)  # atomic on POSIX
 
 
