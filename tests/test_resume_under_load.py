@@ -84,3 +84,28 @@ def test_kill_and_resume_exact_while_every_core_is_busy(
         got = resumed.model.state_dict()
         differing.append(sum(not torch.equal(got[k], expected[k]) for k in expected))
     assert differing == [0] * REPEATS, f"tensors differing per resume: {differing}"
+
+
+def _crop_gather_grad(seed: int = 0) -> torch.Tensor:
+    """The gradient of the blender's `crops[inverse]` ([U, K, R, R] → [P, K, R, R], every
+    instance repeated for its positives), the kernel whose float sums followed the load."""
+    g = torch.Generator().manual_seed(seed)
+    crops = torch.randn(8, 4, 28, 28, generator=g, requires_grad=True)  # U = 8 instances
+    inverse = torch.randint(0, 8, (400,), generator=g)  # P = 400 positives
+    upstream = torch.randn(400, 4, 28, 28, generator=g)
+    (crops[inverse] * upstream).sum().backward()
+    return crops.grad
+
+
+def test_crop_gather_backward_is_bit_identical_under_load_in_training_mode(every_core_busy):
+    """The cheap, sensitive half of the check above: the op itself. Without
+    `deterministic_on_cpu`, 23 of 29 repeats of this backward differed under load on the
+    2-core machine (2 threads, atomic adds in `index_put_`); with it, none may. 20 repeats:
+    at that rate the chance that all agree without the fix is far below 1e-6."""
+    from blendmask_edu.engine.trainer import deterministic_on_cpu
+
+    torch.set_num_threads(max(2, torch.get_num_threads()))
+    with deterministic_on_cpu(torch.device("cpu")):
+        first = _crop_gather_grad()
+        repeats = [_crop_gather_grad() for _ in range(20)]
+    assert all(torch.equal(first, r) for r in repeats)
