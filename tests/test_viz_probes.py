@@ -88,3 +88,27 @@ def test_mask_iou_and_knockout_shape(shapes_small):
     model = InstanceSegmenter(cfg.model).eval()
     ious = knockout_iou(model, CocoInstances(shapes_small), num_images=2, min_score=0.0)
     assert ious.shape == (cfg.model.blender.K + 1,) and ((ious >= 0) & (ious <= 1)).all()
+
+
+def test_knockout_renormalises_the_softmax_over_the_other_bases():
+    """Switching basis k off must not turn "basis k says background" into logits ≈ 0: the
+    softmax is taken over the K − 1 others, so the weights still sum to one."""
+    from blendmask_edu.modeling.blender import blend
+    from blendmask_edu.viz.bases_probe import blend_without
+
+    # Basis 0 says "background" (−5) and dominates the attention; bases 1, 2 are +1 and −3.
+    crops = torch.stack([torch.full((4, 4), -5.0), torch.ones(4, 4), torch.full((4, 4), -3.0)])
+    att = torch.stack([torch.full((2, 2), 6.0), torch.zeros(2, 2), torch.zeros(2, 2)])
+    crops, att = crops[None], att[None]  # [1, 3, 4, 4], [1, 3, 2, 2]
+    torch.testing.assert_close(blend_without(crops, att, -1), blend(crops, att)["mask_logits"])
+    # Without basis 0: equal weights on bases 1 and 2 → (1 − 3) / 2 = −1 everywhere.
+    torch.testing.assert_close(blend_without(crops, att, 0), torch.full((1, 4, 4), -1.0))
+    # Zeroing basis 0's crop instead would have given ≈ 0 (a coin flip at the threshold).
+    zeroed = crops.clone()
+    zeroed[:, 0] = 0
+    assert blend(zeroed, att)["mask_logits"].abs().max() < 0.02
+    # Without basis 2: softmax over (6, 0) → mostly basis 0.
+    w = torch.tensor([6.0, 0.0]).softmax(0)
+    torch.testing.assert_close(
+        blend_without(crops, att, 2), torch.full((1, 4, 4), float(w[0] * -5 + w[1] * 1))
+    )

@@ -12,8 +12,13 @@ bases' resolution (1/4 of the input):
                      the box (left/right, centre/border) shows here;
 * the mean and spread over detections of the attention weights (softmax over K), which say
   how much each detection's attention differs from the others;
-* `knockout_iou`   — mask IoU against the GT when basis k is switched off (its crop set to 0
-                     in Eq. 4): how much the masks need each basis.
+* `knockout_iou`   — mask IoU against the GT when basis k is switched off: Eq. 3's softmax
+                     taken over the other K − 1 bases only (`blend_without`), so the weights
+                     still sum to 1 and the mask is what the remaining bases say. (Setting
+                     r_k to 0 instead would leave logits ≈ 0 where basis k dominated, which the
+                     threshold reads as background: a basis whose job is to say "background"
+                     would look useless.) Masks are thresholded as everywhere in the library:
+                     probability σ(m) > 0.5, i.e. logit m > 0.
 """
 
 from __future__ import annotations
@@ -23,7 +28,7 @@ import numpy as np
 import torch
 from torch.nn import functional as F
 
-from ..modeling.blender import blend, crop_bases
+from ..modeling.blender import blend, crop_bases, upsample_attention
 from .blendmask_figures import gt_crop_for
 
 
@@ -118,11 +123,28 @@ def _mask_iou(pred: torch.Tensor, gt: torch.Tensor) -> torch.Tensor:
     return inter / union.clamp(min=1)
 
 
+def blend_without(
+    basis_crops: torch.Tensor,  # [N, K, R, R]
+    attention: torch.Tensor,  # [N, K, M, M]
+    k: int,
+    interpolation: str = "bilinear",
+) -> torch.Tensor:
+    """Eq. 2–4 with basis k switched off: the softmax over the K − 1 other bases → mask
+    logits [N, R, R]. k = −1 switches nothing off (= `blend`)."""
+    if k < 0:
+        return blend(basis_crops, attention, interpolation)["mask_logits"]
+    others = [j for j in range(basis_crops.shape[1]) if j != k]
+    upsampled = upsample_attention(attention[:, others], basis_crops.shape[-1], interpolation)
+    weights = upsampled.softmax(dim=1)  # over the K − 1 remaining bases   [N, K − 1, R, R]
+    return (weights * basis_crops[:, others]).sum(dim=1)
+
+
 @torch.inference_mode()
 def knockout_iou(model, dataset, num_images: int, min_score: float = 0.3) -> torch.Tensor:
-    """Mean mask IoU (in the box, R×R, mask > 0.5) of the detections with score ≥ min_score
-    against the GT instance they overlap most, with all bases and with basis k switched off:
-    → [K + 1] (index 0: all bases; index k: without basis k)."""
+    """Mean mask IoU (in the box, R×R, σ(m) > 0.5) of the detections with score ≥ min_score
+    against the GT instance they overlap most (box IoU ≥ 0.5), with all bases and with basis k
+    switched off (`blend_without`: softmax over the other K − 1) → [K + 1] (index 0: all
+    bases; index k: without basis k). Needs K ≥ 2."""
     from torchvision.ops import box_iou
 
     cfg = model.mask_branch.cfg
@@ -142,11 +164,8 @@ def knockout_iou(model, dataset, num_images: int, min_score: float = 0.3) -> tor
         crops, att = mb["basis_crops"][keep], mb["attention"][keep]  # [n, K, R, R], [n, K, M, M]
         row = []
         for k in range(-1, cfg.K):  # −1: nothing switched off
-            c = crops.clone()
-            if k >= 0:
-                c[:, k] = 0
-            logits = blend(c, att, cfg.interpolation)["mask_logits"]
-            row.append(_mask_iou(logits > 0, gt))
+            logits = blend_without(crops, att, k, cfg.interpolation)
+            row.append(_mask_iou(logits > 0, gt))  # σ(m) > 0.5
         ious.append(torch.stack(row, 1))  # [n, K + 1]
     return torch.cat(ious).mean(0) if ious else torch.zeros(cfg.K + 1)
 
