@@ -5,7 +5,7 @@ For each instance d with box p_d, bases B [K, H/4, W/4] and attention a_d [K, M,
     r_d  = RoIAlign_{R×R}(B, p_d)               (Eq. 1)  basis crops        [K, R, R]
     a'_d = interpolate_{M×M → R×R}(a_d)         (Eq. 2)  attention upsampled [K, R, R]
     s_d  = softmax_K(a'_d)                      (Eq. 3)  weights over bases  [K, R, R]
-                                                (sigmoid when K = 1)
+                                                (K = 1: sigmoid on both, below)
     m_d  = Σ_k s_d^k ∘ r_d^k                    (Eq. 4)  mask logits        [R, R]
 
 K = 1 (the paper's Table 3 caption): a softmax over one basis is the constant 1, so the K = 1

@@ -40,7 +40,7 @@ def plot_blending(
     if own:
         fig, axes_row = plt.subplots(1, cols, figsize=(1.6 * cols, 1.9))
     one = {k: v[index : index + 1] for k, v in det.items() if k in ("boxes", "labels", "scores")}
-    draw_instances(axes_row[0], image, one, class_names, score_thresh=0.0)
+    draw_instances(axes_row[0], image, one, class_names, score_thresh=0.0, ids=[index])
     axes_row[0].set_title("detection", fontsize=7)
     col = 1
     for name, key, cmap in (

@@ -238,12 +238,12 @@ plot_detection_blending(images[0], det["boxes"][0], inter, f"best detection: {na
 #
 # Solutions are in the collapsed cells below (click to expand). Try first.
 
-# %% solution
+# %% tags=["solution"]
 # 1. Many low-scoring boxes: duplicates of found shapes at other locations, and some of the
 #    missed small shapes. COCO AP uses all of them (up to 100 per image), ranked by score.
 predictions_grid(images[:2], predictions[:2], targets[:2], val.class_names, score_thresh=0.1, cols=2);
 
-# %% solution
+# %% tags=["solution"]
 # 2. A new image: render_image returns ([H, W, 3] uint8, [(category_id, mask)]).
 import numpy as np
 
@@ -257,7 +257,7 @@ fig, ax = plt.subplots(figsize=(3, 3))
 draw_instances(ax, new_image, new_pred, val.class_names, score_thresh=0.5)
 print("true classes:", sorted(val.class_names[c - 1] for c, _ in instances))
 
-# %% solution
+# %% tags=["solution"]
 # 3. The backbone (EfficientNet-Lite0 up to stride 32 plus the FPN: 3.2 M of 4.1 M): an
 #    ImageNet classifier's feature extractor. The heads are small because they are shared by
 #    all locations and FPN levels and the preset makes them narrow (64 channels). Of the

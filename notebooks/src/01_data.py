@@ -278,7 +278,7 @@ except DatasetError as err:
 #
 # Solutions in the collapsed cells below.
 
-# %% solution
+# %% tags=["solution"]
 # 1. Count category ids over the annotations. The generator draws the six classes with
 #    equal probability, so the differences between the counts are chance.
 from collections import Counter
@@ -286,7 +286,7 @@ from collections import Counter
 counts = Counter(names[a["category_id"]] for a in coco["annotations"])
 print(counts.most_common())
 
-# %% solution
+# %% tags=["solution"]
 # 2. A 5×5 ring: ones on the border of the inner 3×3 square.
 ring = np.zeros((5, 5), np.uint8)
 ring[1:4, 1:4] = 1
@@ -297,7 +297,7 @@ ring_runs = np.diff(np.r_[0, changes]).tolist()
 print(ring_runs)  # [6, 3, 2, 1, 1, 1, 2, 3, 6]
 assert (segmentation_to_mask({"size": [5, 5], "counts": ring_runs}, 5, 5) == ring).all()
 
-# %% solution
+# %% tags=["solution"]
 # 3. The decoder alternates 0, 1, 0, ... starting with 0, so a mask whose first pixel is 1
 #    starts with an empty run of zeros: [0, ...]. Otherwise every value would be flipped.
 starts_with_one = np.array([[1, 0], [1, 0]], np.uint8)

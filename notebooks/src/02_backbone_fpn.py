@@ -157,13 +157,13 @@ for ax in axes:
 # 3. FCOS makes P6 from P5 while RetinaNet makes it from C5. Using `BackboneFPN`, check
 #    which tensor `backbone.fpn.extra_blocks` receives.
 
-# %% solution
+# %% tags=["solution"]
 # 1. Padded to 128×160; P3 16×20, P4 8×10, P5 4×5, P6 2×3, P7 1×2.
 with torch.no_grad():
     f = backbone(torch.zeros(1, 3, *padded_size([(100, 150)], 32)))
 print({k: tuple(v.shape[-2:]) for k, v in f.items()})
 
-# %% solution
+# %% tags=["solution"]
 # 2. ResNet-18's C3..C5 have 128, 256, 512 channels; the FPN output is unchanged
 #    (still D = 64 channels per level, same sizes): the heads never see the difference.
 r18 = BackboneFPN(BackboneConfig(name="resnet18", weights_path=None), FPNConfig(channels=64)).eval()
@@ -171,7 +171,7 @@ print(r18.body.feature_info.channels())
 with torch.no_grad():
     print({k: tuple(v.shape) for k, v in r18(torch.zeros(1, 3, 128, 128)).items()})
 
-# %% solution
+# %% tags=["solution"]
 # 3. torchvision's LastLevelP6P7 uses P5 when its in_channels equal its out_channels
 #    (`use_P5`), which is how BackboneFPN builds it: the FCOS choice.
 print(type(backbone.fpn.extra_blocks).__name__, "use_P5 =", backbone.fpn.extra_blocks.use_P5)

@@ -252,7 +252,7 @@ for loc in final["loc_index"][keep].unique().tolist():  # one location, several 
 # 2. Count the positives of this image with `center_sample_radius` 0.5, 1.5 and 3.
 # 3. How many detections of this image remain with `score_thresh=0.3`?
 
-# %% solution
+# %% tags=["solution"]
 # 1. At the centre l* = t* = r* = b* = 25, in P4's range [16, 32]. But the P5 cells at
 #    (48, 48), (80, 48), ... are also inside the center region, and from there the farthest
 #    side is 33–49 pixels away: P5's range. The level is decided per location.
@@ -261,13 +261,13 @@ t1 = fcos_targets(locations, level, [box], cfg.strides, cfg.sizes_of_interest, 1
 for i in (t1.labels[0] > 0).nonzero()[:, 0].tolist():
     print(f"P{int(level[i]) + 3} location {locations[i].tolist()}: l*, t*, r*, b* = {t1.reg[0, i].tolist()}")
 
-# %% solution
+# %% tags=["solution"]
 # 2. A larger radius gives more positives per object, until the whole box is used.
 for r in (0.5, 1.5, 3.0):
     tr = fcos_targets(locations, level, [target], cfg.strides, cfg.sizes_of_interest, r)
     print(f"radius {r}: {int((tr.labels > 0).sum())} positives")
 
-# %% solution
+# %% tags=["solution"]
 # 3. The threshold applies to the class probability before ranking.
 strict = detect_image(*args, dataclasses.replace(cfg, score_thresh=0.3))
 print(len(strict["boxes"]), "detections")

@@ -210,18 +210,18 @@ cbar.ax.set_yticklabels(names);
 # 3. Build it with `aux_seg_loss=False`: what does it return when asked for the semantic
 #    logits (`with_seg=True`) now?
 
-# %% solution
+# %% tags=["solution"]
 # 1. 96×160 is already a multiple of 32: P3 is 12×20, the bases 24×40.
 with torch.no_grad():
     f = {n: torch.randn(1, 64, 96 // s, 160 // s) for n, s in (("p3", 8), ("p4", 16), ("p5", 32))}
     describe("bases", bottom(f)["bases"])
 
-# %% solution
+# %% tags=["solution"]
 # 2. Only the last 1×1 conv: 64·K weights + K biases, so K = 8 adds 4·65 = 260 parameters.
 b8 = BottomModule(BlenderConfig(K=8, bottom_channels=64, bottom_num_convs=2), 64, 6)
 print(b8.to_bases, sum(p.numel() for p in b8.parameters()) - sum(p.numel() for p in bottom.parameters()))
 
-# %% solution
+# %% tags=["solution"]
 # 3. Only the bases: there is no semantic head to run.
 b0 = BottomModule(BlenderConfig(K=4, bottom_channels=64, bottom_num_convs=2, aux_seg_loss=False), 64, 6)
 print(sorted(b0(features, with_seg=True)))

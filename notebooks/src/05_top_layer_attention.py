@@ -162,18 +162,18 @@ cbar.ax.set_yticklabels([f"basis {k + 1}" for k in range(4)]);
 # 3. From which levels did the 20 best detections of this image come? Compare with the
 #    sizes of their boxes.
 
-# %% solution
+# %% tags=["solution"]
 # 1. 64·K·M²·9 + K·M² grows with M²: M = 28 gives four times the M = 14 layer.
 for M in (7, 14, 28):
     t = TopLayer(BlenderConfig(K=4, M=M), in_channels=64)
     print(M, sum(p.numel() for p in t.parameters()))
 
-# %% solution
+# %% tags=["solution"]
 # 2.
 s = attention[0].softmax(dim=0)  # [K, M, M]
 print(torch.allclose(s.sum(0), torch.ones(14, 14)))
 
-# %% solution
+# %% tags=["solution"]
 # 3. Small boxes come from P3, larger ones from P4/P5 (the size ranges of notebook 03).
 lv = out["fcos"]["level"][det["loc_index"][:20]] + 3
 side = (det["boxes"][:20, 2:] - det["boxes"][:20, :2]).max(1).values

@@ -282,7 +282,7 @@ BlendingExplorer(model, val, tm.class_names)
 # 3. Move the tiny example's box 2 pixels (half a bases cell) to the right. Predict the new
 #    crop of basis 1, then check with `crop_bases`. What happens if you move it 4 pixels?
 
-# %% solution
+# %% tags=["solution"]
 # 1. A softmax over one element is 1 everywhere: the attention would have no effect and the
 #    mask would be the crop of the single basis. So for K = 1 `blend` uses a sigmoid instead,
 #    as the paper's K = 1 row does (notebook 10): mask = σ(a') ∘ r. With an attention
@@ -291,14 +291,14 @@ a1 = torch.randn(len(crops), 1, *crops.shape[-2:])  # [N, 1, R, R]
 one = blend(crops[:, :1], a1, "bilinear")
 print(torch.allclose(one["mask_logits"], a1[:, 0].sigmoid() * crops[:, 0]))
 
-# %% solution
+# %% tags=["solution"]
 # 2. Nearest: output position i reads input floor(i · M / R): rows [1,0],[1,0],[0,1],[0,1].
 U_nearest = torch.tensor([[1.0, 0.0], [1.0, 0.0], [0.0, 1.0], [0.0, 1.0]])
 a_n = U_nearest @ attention[0] @ U_nearest.T
 m_n = (a_n.softmax(0) * r_hand).sum(0)
 print(torch.allclose(blend(r_hand[None], attention, "nearest")["mask_logits"][0], m_n))
 
-# %% solution
+# %% tags=["solution"]
 # 3. Half a cell to the right: every sample of the ramp reads half a column further, +0.5.
 #    With 4 pixels the last sample lands at x = 3.25, beyond the last cell centre (3):
 #    RoIAlign clamps it to the border value, 3, instead of extrapolating to 3.25.

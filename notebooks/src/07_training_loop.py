@@ -265,12 +265,12 @@ plot_curves(work / "budget");
 # 3. With 4 processes and `--batch-size 16`, how many images does each process see per
 #    iteration? Check with `InfiniteBatchSampler`.
 
-# %% solution
+# %% tags=["solution"]
 # 1.
 records, _ = read_metrics(work / "straight")
 print(sum(r["images_per_s"] for r in records) / len(records))
 
-# %% solution
+# %% tags=["solution"]
 # 2. None: `resume` restores the total number of iterations saved in the checkpoint
 #    (`self.total_iters[0] = ckpt["total_iters"]`, 8), so that the learning-rate schedule
 #    of the interrupted run is kept; the new max_iters is not used. To train longer, start
@@ -279,6 +279,6 @@ longer = Trainer(small_config(max_iters=16), train_dir, None, work / "killed", p
 longer.train(resume=True)
 print("total_iters after resume:", longer.total_iters[0])
 
-# %% solution
+# %% tags=["solution"]
 # 3. 16 / 4 = 4 images per process per iteration.
 print(len(InfiniteBatchSampler(1000, global_batch=16, world_size=4, rank=3).batch(0)))

@@ -374,7 +374,7 @@ display(picture(Path("..") / "docs" / "images" / "compare_qualitative.png", widt
 # 3. From `docs/results/compare_shapes/results.json`: how many seed standard deviations
 #    separate each branch's mask AP from the best one? Which differences are within noise?
 
-# %% solution
+# %% tags=["solution"]
 # 1. Shapes with thin parts or sharp corners lose most (star, triangle, ring, cross: IoU
 #    ≈ 0.75–0.79 on these images); circles and squares least (≈ 0.83–0.87). A 1/4 grid
 #    cannot draw a star's arms, a triangle's tips or a ring's thin band.
@@ -395,13 +395,13 @@ for i in range(20):
 for name, v in per_class.items():
     print(f"{name:9s} mean IoU after the 1/4 grid: {sum(v) / len(v):.3f}  ({len(v)} objects)")
 
-# %% solution
+# %% tags=["solution"]
 # 2. With k = 1 every pixel reads map 0: the mask is one class-agnostic "objectness" map
 #    cropped by the box. Two overlapping objects both light up in it, so the box of one
 #    also contains (part of) the other's mask: nothing tells the instances apart.
 print(cell_index(1, 28).unique())
 
-# %% solution
+# %% tags=["solution"]
 # 3. Gap to the best mean, in units of the larger of the two standard deviations: the
 #    blender 5.0 std below FCIS-style, YOLACT-style 12.5 std, the RoI head 13.6 std. The
 #    blender and the RoI head are 0.069 apart, about 8 std. None of these differences is

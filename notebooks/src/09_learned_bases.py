@@ -163,7 +163,7 @@ for k in range(1, len(ious)):
 #    `plot_detection_blending` (notebook 06).
 # 3. Knock out two bases at once (the pair that matters least alone). What is left?
 
-# %% solution
+# %% tags=["solution"]
 # 1. The same signs and the same order of the bases, with differences of a few tenths on
 #    values up to 9: the bases describe shapes, not memorised images.
 from blendmask_edu.tutorial import train_dataset
@@ -173,7 +173,7 @@ for name, st in (("val", stats), ("train", train_stats)):
     print(f"{name:5s} interior / edge / background per basis:")
     print(st["region_means"].T.round(decimals=2))
 
-# %% solution
+# %% tags=["solution"]
 # 2. The distance of each detection's weights s [K, R, R] from the mean weights.
 from blendmask_edu.viz.blending import detection_intermediates, plot_detection_blending
 from blendmask_edu.viz.blendmask_figures import gt_crop_for
@@ -190,7 +190,7 @@ box = run["fcos"]["detections"][b]["boxes"][d]
 plot_detection_blending(images[b], box, detection_intermediates(run["masks"][b], d), f"image {b} #{d}",
                         gt_crop_for(box, targets[b], model.mask_branch.cfg.R));
 
-# %% solution
+# %% tags=["solution"]
 # 3. Switch off the two bases whose knock-out cost least (see section 3). Where they held
 #    the border of the box, the logits go to 0: probability 0.5, grey. They were the "off".
 from blendmask_edu.modeling.blender import blend

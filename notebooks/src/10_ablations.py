@@ -331,7 +331,7 @@ print(sorted(p.name for p in out.iterdir()))
 #    in each cell for R = 28 and R = 56?
 # 3. Which per-class ceiling at R = 14 is lowest, and why that class?
 
-# %% solution
+# %% tags=["solution"]
 # 1. (9·D + 1)·K·M² = 577·K·M².
 from blendmask_edu.modeling.attention import TopLayer
 
@@ -339,13 +339,13 @@ K_, M_ = 8, 7
 top = TopLayer(BlenderConfig(K=K_, M=M_), in_channels=64)
 print(sum(p.numel() for p in top.parameters()), (9 * 64 + 1) * K_ * M_**2)
 
-# %% solution
+# %% tags=["solution"]
 # 2. 24 / 4 = 6 cells per side: R = 28 takes (28/6)² ≈ 22 samples per cell, R = 56 ≈ 87.
 #    Both are far more samples than cells, so both only interpolate the bases.
 for R in (28, 56):
     print(f"R = {R}: {(R / 6) ** 2:.0f} samples per bases cell")
 
-# %% solution
+# %% tags=["solution"]
 # 3. The thinnest shapes: their width is close to one R = 14 cell of a box, so the grid
 #    rounds their arms (or the ring's band) away.
 print(sorted(ceiling[14].items(), key=lambda kv: kv[1])[:2])
