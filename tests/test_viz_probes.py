@@ -112,3 +112,23 @@ def test_knockout_renormalises_the_softmax_over_the_other_bases():
     torch.testing.assert_close(
         blend_without(crops, att, 2), torch.full((1, 4, 4), float(w[0] * -5 + w[1] * 1))
     )
+
+
+def test_basis_roles_name_each_basis_by_its_largest_contrast():
+    from blendmask_edu.viz.bases_probe import basis_roles, role_text
+
+    R = 4
+    box = torch.zeros(3, R, R)
+    box[2, :, :2] = 3.0  # basis 3: high on the left half of boxes
+    stats = {  # rows: interior, edge, background; columns: bases 1..3
+        "region_means": torch.tensor([[2.0, -1.0, 0.0], [0.5, 1.0, 0.0], [-1.0, -1.0, 0.0]]),
+        "in_box_means": box,
+    }
+    roles = basis_roles(stats)
+    assert [(r["role"], round(r["value"], 3)) for r in roles] == [
+        ("objects", 3.0),  # 2 − (−1)
+        ("edges", 2.0),  # 1 − max(−1, −1)
+        ("left-right", 3.0),
+    ]
+    assert role_text(roles[0]).startswith("basis 1: higher inside objects than on background")
+    assert "right" not in role_text(roles[2]).split("(")[0].replace("left", "")
