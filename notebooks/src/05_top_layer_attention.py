@@ -145,9 +145,10 @@ for r in roles:
 # is expected. The attention is *not* only a position prior, though: it is predicted per
 # detection, from the features at its location, and can take the shape of its object — a
 # ring-shaped region for a ring, for example (look at the weight maps above). The paper
-# makes the same point (§3.4 and Fig. 4): the attention carries instance-level information
-# — coarse shape and pose — at M×M, the bases carry the fine, position-sensitive detail at
-# 1/4 of the image; the mask needs both (notebook 06).
+# makes the same point where it discusses what the learned bases and attentions encode:
+# the attention carries instance-level information — coarse shape and pose — at M×M, the
+# bases carry the fine, position-sensitive detail at 1/4 of the image; the mask needs both
+# (notebook 06).
 #
 # Which basis wins at each position (argmax over K of the upsampled attention, as the
 # blender sees it), for the ten best detections:
