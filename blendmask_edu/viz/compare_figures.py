@@ -42,7 +42,8 @@ def plot_comparison(table: list[dict]):
     ax.set_ylim(0, 1)
     seeds = len(table[0]["mask_AP"]["values"])
     ax.set_title(
-        f"Fusions on the same detector ({seeds} seed{'s' if seeds > 1 else ''}; bars: mean ± std)"
+        f"Fusions, each trained with its own detector ({seeds} seed{'s' if seeds > 1 else ''}; "
+        "bars: mean ± std)"
     )
     ax.legend(ncols=len(BARS), fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.1))
     ax.grid(axis="y", alpha=0.3)
