@@ -132,3 +132,11 @@ def test_basis_roles_name_each_basis_by_its_largest_contrast():
     ]
     assert role_text(roles[0]).startswith("basis 1: higher inside objects than on background")
     assert "right" not in role_text(roles[2]).split("(")[0].replace("left", "")
+
+
+def test_blend_without_two_bases():
+    from blendmask_edu.viz.bases_probe import blend_without
+
+    crops = torch.stack([torch.full((2, 2), v) for v in (-5.0, 1.0, -3.0, 7.0)])[None]
+    att = torch.zeros(1, 4, 2, 2)
+    torch.testing.assert_close(blend_without(crops, att, [0, 2]), torch.full((1, 2, 2), 4.0))

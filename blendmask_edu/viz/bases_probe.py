@@ -179,14 +179,16 @@ def _mask_iou(pred: torch.Tensor, gt: torch.Tensor) -> torch.Tensor:
 def blend_without(
     basis_crops: torch.Tensor,  # [N, K, R, R]
     attention: torch.Tensor,  # [N, K, M, M]
-    k: int,
+    k: int | list[int],
     interpolation: str = "bilinear",
 ) -> torch.Tensor:
-    """Eq. 2–4 with basis k switched off: the softmax over the K − 1 other bases → mask
-    logits [N, R, R]. k = −1 switches nothing off (= `blend`)."""
-    if k < 0:
+    """Eq. 2–4 with basis k (or the bases in list k) switched off: the softmax over the other
+    bases only → mask logits [N, R, R]. k = −1 switches nothing off (= `blend`)."""
+    off = {k} if isinstance(k, int) else set(k)
+    off.discard(-1)
+    if not off:
         return blend(basis_crops, attention, interpolation)["mask_logits"]
-    others = [j for j in range(basis_crops.shape[1]) if j != k]
+    others = [j for j in range(basis_crops.shape[1]) if j not in off]
     upsampled = upsample_attention(attention[:, others], basis_crops.shape[-1], interpolation)
     weights = upsampled.softmax(dim=1)  # over the K − 1 remaining bases   [N, K − 1, R, R]
     return (weights * basis_crops[:, others]).sum(dim=1)
