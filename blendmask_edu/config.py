@@ -74,9 +74,9 @@ class BlenderConfig:
     K bases, M×M attention per basis and instance, R×R RoI resolution (§3, Table 1).
     """
 
-    K: int = 4  # number of bases (§3.2)
-    M: int = 14  # attention resolution (§3.3)
-    R: int = 56  # bottom-level RoI resolution (§3.4)
+    K: int = 4  # number of bases (§3.3)
+    M: int = 14  # attention resolution (§3.4)
+    R: int = 56  # bottom-level RoI resolution (§3.5)
     interpolation: str = "bilinear"  # attention upsampling M→R: "bilinear" | "nearest"
     bottom_in_levels: tuple[str, ...] = ("p3", "p4", "p5")
     bottom_channels: int = 128

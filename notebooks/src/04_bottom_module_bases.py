@@ -1,7 +1,7 @@
 # %% [markdown]
 # # 04 · The bottom module: K bases for the whole image
 #
-# BlendMask's *bottom-up* half (Chen et al. 2020, §3.3, "Bottom module") predicts a few full-image maps,
+# BlendMask's *bottom-up* half (Chen et al. 2020, §3.3) predicts a few full-image maps,
 # the **bases**, once per image. They are shared by all objects: no basis belongs to an
 # object. An object's mask is later mixed from the bases *inside its box*
 # (notebooks 05–06). This notebook builds the module that predicts them, looks at what a

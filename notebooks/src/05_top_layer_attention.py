@@ -4,7 +4,7 @@
 # The bases (notebook 04) are the same for every object. What makes a mask belong to one
 # object is its **attention**: for each basis, a coarse $M \times M$ map over the object's
 # box that says how much of that basis to use where. BlendMask's *top layer* (Chen et al.
-# 2020, §3.4, "Top layer") predicts one such attention at **every location** of FCOS, next to the box;
+# 2020, §3.4) predicts one such attention at **every location** of FCOS, next to the box;
 # a detection takes the attention of the location that detected it.
 #
 # **What you will learn**

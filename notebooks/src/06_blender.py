@@ -1,7 +1,7 @@
 # %% [markdown]
 # # 06 · The blender: four equations that make a mask
 #
-# The blender (Chen et al. 2020, §3.5, "Blender module") is where the bottom-up bases (notebook 04) and the
+# The blender (Chen et al. 2020, §3.5) is where the bottom-up bases (notebook 04) and the
 # top-down attention (notebook 05) meet. For a detection $d$ with box $p_d$, bases
 # $B \in \mathbb{R}^{K \times \frac{H}{4} \times \frac{W}{4}}$ and attention
 # $a_d \in \mathbb{R}^{K \times M \times M}$:

@@ -12,7 +12,7 @@ attention.
       ─ the channel of the box's class ─► mask logits [N, 28, 28]
 
 Training uses the proposals of every branch of the zoo: the GT box of each positive location of
-FCOS (BlendMask §3.4) with the same cap, instead of RPN proposals. Loss (Mask R-CNN §3): the
+FCOS (BlendMask §3.5) with the same cap, instead of RPN proposals. Loss (Mask R-CNN §3): the
 mean per-pixel BCE of the GT class's mask against the GT mask cropped to the box at 28×28.
 """
 
