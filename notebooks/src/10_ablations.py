@@ -230,7 +230,7 @@ for R in (7, 14, 28, 56):
     per_class = {}
     for i in range(n_images):
         _, t = val[i]
-        pasted = paste_masks(mask_targets([t], R), t["boxes"], t["masks"].shape[-2:]) >= 0.5
+        pasted = paste_masks(mask_targets([t], R), t["boxes"], t["masks"].shape[-2:]) > 0.5  # as COCO eval binarises a mask
         gt_m = t["masks"].bool()
         iou = (pasted & gt_m).flatten(1).sum(1) / (pasted | gt_m).flatten(1).sum(1).clamp(min=1)
         for lab, v in zip(t["labels"].tolist(), iou.tolist()):
@@ -291,9 +291,9 @@ lim = float((p_b - p_n).abs().max())
 im = axes[2].imshow(p_b - p_n, cmap="RdBu_r", vmin=-lim, vmax=lim)
 axes[2].set_title("mask probability:\nbilinear − nearest", fontsize=9)
 fig.colorbar(im, ax=axes[2], shrink=0.8)
-axes[3].imshow(p_b >= 0.5, cmap="gray")
-axes[3].contour((p_n >= 0.5).float(), levels=[0.5], colors="r", linewidths=1)
-axes[3].set_title("mask ≥ 0.5: bilinear (white),\nnearest (red outline)", fontsize=9)
+axes[3].imshow(p_b > 0.5, cmap="gray")
+axes[3].contour((p_n > 0.5).float(), levels=[0.5], colors="r", linewidths=1)
+axes[3].set_title("mask > 0.5: bilinear (white),\nnearest (red outline)", fontsize=9)
 for ax in axes:
     ax.set_xticks([])
     ax.set_yticks([])
@@ -305,7 +305,7 @@ for i in range(30):
         m_i = model.run([img_i])["masks"][0]
     b_ = blend(m_i["basis_crops"], m_i["attention"], "bilinear")["mask_logits"].sigmoid()
     n_ = blend(m_i["basis_crops"], m_i["attention"], "nearest")["mask_logits"].sigmoid()
-    changed += int(((b_ >= 0.5) != (n_ >= 0.5)).sum())
+    changed += int(((b_ > 0.5) != (n_ > 0.5)).sum())
     total += b_.numel()
     max_diff = max(max_diff, float((b_ - n_).abs().max()) if b_.numel() else 0.0)
 print(f"{changed / max(total, 1):.2%} of mask pixels flip at 0.5; largest probability change {max_diff:.2f}")
