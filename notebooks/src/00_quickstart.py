@@ -176,7 +176,7 @@ for kind in ("bbox", "segm"):
 
 # %% [markdown]
 # After a few CPU minutes the model is far from finished (the preset's full budget reaches
-# a higher AP: see the README's results), but it is good enough to look at.
+# a higher AP: see the README's headline results), but it is good enough to look at.
 #
 # ## 4. Predict
 #

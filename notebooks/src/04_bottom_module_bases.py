@@ -103,11 +103,21 @@ assert torch.allclose(bases, out["bases"])
 # ```
 #
 # The bases keep their shape; only one conv (and its GroupNorm) is added, but it runs at
-# 1/4 resolution. The measurements behind the choice are recorded next to the preset
-# (`shapes_preset` in `config.py`: mask AP 0.469 without C2, 0.561 / 0.567 with it, seeds
-# 0 / 1, on the demo's 1538 iterations on one H100) and in the README's "what we tried"
-# table (≈ 15 ms, about 4 %, more per training step on the 2-core CPU). On COCO-sized
-# images P3 is fine enough and the option is off by default.
+# 1/4 resolution. The measurements behind the choice are recorded next to the preset, in
+# `config.py` (mask AP with and without C2), and in `docs/measurements.md` (the cost per
+# CPU training step); the next cell prints both records. On COCO-sized images P3 is fine
+# enough and the option is off by default.
+
+# %%
+import inspect
+
+import blendmask_edu.config as config_module
+from blendmask_edu.tutorial import docs_path
+
+preset_source = inspect.getsource(config_module.shapes_preset).splitlines()
+start = next(i for i, ln in enumerate(preset_source) if "stride-4 map (C2)" in ln)
+print("\n".join(ln.strip() for ln in preset_source[start : start + 3]))
+print(next(ln for ln in docs_path("measurements.md").read_text().splitlines() if "C2 costs" in ln))
 
 # %%
 cfg_c2 = BlenderConfig(K=4, bottom_channels=64, bottom_num_convs=2, bottom_c2=True)  # the preset

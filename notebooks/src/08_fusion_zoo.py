@@ -309,8 +309,8 @@ print(sorted(p.name for p in out.iterdir()))
 # %% [markdown]
 # ## 7. The measured comparison
 #
-# The real comparison ran on this project's 2-core CPU machine (README, "The fusion zoo on
-# shapes"): 4 branches × 3 seeds × 400 iterations of 16 images, 37 minutes, with the
+# The real comparison ran on this project's 2-core CPU machine (`docs/compare.md`, "The
+# measured comparison"): 4 branches × 3 seeds × 400 iterations of 16 images, 37 minutes, with the
 # `shapes` preset as it is now (mask loss weight 2 for every branch; the blender, YOLACT-
 # and FCIS-style branches share the bottom module, its C2 input included, notebook 04). Its
 # small result files are committed in `docs/results/compare_shapes/`:
