@@ -104,8 +104,8 @@ def plot_curves(run_dir: str | Path, ctr_floor: float | None = None):
         if term == "loss_ctr" and ctr_floor is not None:
             ax_terms.axhline(ctr_floor, color=color, ls=":", lw=1.2)
             ax_terms.annotate(f"loss_ctr floor {ctr_floor:.3f}\n(entropy of the soft targets)",
-                              (0.99, ctr_floor), xycoords=("axes fraction", "data"),
-                              ha="right", va="bottom", fontsize=7, color=color)  # fmt: skip
+                              (0.5, ctr_floor), xycoords=("axes fraction", "data"),
+                              ha="center", va="top", fontsize=7, color=color)  # fmt: skip
     ax_terms.plot([], [], "k-", label="train (line)")
     ax_terms.plot([], [], "ko--", ms=5, lw=0.8, label="val (circles)")
     _style(ax_terms, "loss terms", "loss", legend=False)
