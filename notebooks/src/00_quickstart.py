@@ -34,7 +34,7 @@ REPO_URL = "https://github.com/blendmask-edu/blendmask_edu.git"
 if importlib.util.find_spec("blendmask_edu") is None:
     subprocess.run(["git", "clone", "--depth", "1", REPO_URL, "blendmask_edu_repo"], check=True)
     subprocess.run([sys.executable, "-m", "pip", "install", "-q", "-e", "blendmask_edu_repo"],
-                   check=True)  # fmt: skip
+                   check=True)
     sys.path.insert(0, "blendmask_edu_repo")  # this kernel sees it without a restart
 import blendmask_edu
 
