@@ -9,6 +9,7 @@ blendmask-edu predict --checkpoint CKPT IMAGE... --output-dir D
 blendmask-edu compare --preset NAME --train DATA --val DATA --output-dir D [...]
 blendmask-edu check-data DATA [--overlays OUT_DIR] [--num N]
 blendmask-edu import-labelme SRC_DIR OUT_DIR [--labels a,b,c]
+blendmask-edu convert-adelaidet IN.pth OUT.pt [--config R_50_1x]
 blendmask-edu plot RUN_DIR
 blendmask-edu demo [--output-dir runs/demo]
 ```
@@ -165,6 +166,12 @@ def cmd_import_labelme(args) -> None:
     print(f"next: blendmask-edu check-data {args.out_dir} --overlays {args.out_dir}/overlays")
 
 
+def cmd_convert_adelaidet(args) -> None:
+    from .engine.convert_adelaidet import convert_adelaidet
+
+    convert_adelaidet(args.src, args.dst, config=args.config)
+
+
 def cmd_plot(args) -> None:
     from .viz.curves import save_curves
 
@@ -281,6 +288,18 @@ def build_parser() -> argparse.ArgumentParser:
         "--labels", default=None, help="category order: 'a,b,c' or a file, one name a line"
     )
     s.set_defaults(func=cmd_import_labelme)
+
+    s = sub.add_parser(
+        "convert-adelaidet", help="AdelaiDet BlendMask weights (.pth/.pkl) → our checkpoint"
+    )
+    s.add_argument("src", help="AdelaiDet/detectron2 checkpoint, e.g. R_50_1x.pth")
+    s.add_argument("dst", help="our checkpoint, for predict / evaluate / the notebooks")
+    s.add_argument(
+        "--config",
+        default="R_50_1x",
+        help="AdelaiDet config: R_50_1x | R_50_3x | R_101_3x | 550_R_50_3x | RT_R_50_4x_syncbn_shtw",
+    )
+    s.set_defaults(func=cmd_convert_adelaidet)
 
     s = sub.add_parser("plot", help="RUN_DIR/curves.png: train/val losses, lr, AP")
     s.add_argument("run_dir")

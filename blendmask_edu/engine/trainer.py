@@ -132,7 +132,8 @@ class Trainer:
         self.start_iter, self.elapsed = 0, 0.0
         self.ddp_model = self.model
         if self.distributed:
-            if self.device.type == "cuda" and not cfg.model.backbone.freeze_bn:
+            trained_bn = not cfg.model.backbone.freeze_bn or cfg.model.blender.bottom_norm == "BN"
+            if self.device.type == "cuda" and trained_bn:  # frozen BN stays in eval mode
                 self.model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(self.model)
             ids = [self.device.index] if self.device.type == "cuda" else None
             self.ddp_model = DistributedDataParallel(self.model, device_ids=ids)

@@ -16,7 +16,7 @@ from collections import OrderedDict
 import torch
 from torch import nn
 from torchvision.ops import FeaturePyramidNetwork
-from torchvision.ops.feature_pyramid_network import LastLevelP6P7
+from torchvision.ops.feature_pyramid_network import ExtraFPNBlock, LastLevelP6P7
 
 from ..config import BackboneConfig, FPNConfig
 from .weights import load_backbone_weights
@@ -45,6 +45,25 @@ def create_timm_backbone(
         if cfg.weights_path:
             load_backbone_weights(body, cfg.name, cfg.weights_path)
     return body, [info["module"] for info in probe.feature_info.get_dicts()]
+
+
+D2_RESNETS = {"d2_resnet50": 50, "d2_resnet101": 101}  # resnet_d2.py
+
+
+def create_d2_resnet(
+    cfg: BackboneConfig, strides: tuple[int, ...] = FEATURE_STRIDES
+) -> tuple[nn.Module, list[str]]:
+    """detectron2's ResNet (stride in the 1×1 conv, FrozenBN when `cfg.freeze_bn`), and its
+    stage names (stem, res2..res5) for `freeze_stages`."""
+    from .resnet_d2 import STAGES, ResNetD2
+
+    if cfg.pretrained or cfg.weights_path:
+        raise ValueError(
+            f"backbone {cfg.name!r} takes no ImageNet weights here; its weights come with a "
+            "converted AdelaiDet checkpoint (blendmask-edu convert-adelaidet)"
+        )
+    body = ResNetD2(D2_RESNETS[cfg.name], strides, frozen_bn=cfg.freeze_bn)
+    return body, list(STAGES)
 
 
 def freeze_stages(body: nn.Module, stage_modules: list[str], freeze_at: int) -> list[nn.Module]:
@@ -83,6 +102,19 @@ def _timm_pretrained(name: str, out_indices: tuple[int, ...], timm_kwargs: dict)
         ) from err
 
 
+class LastLevelP6(ExtraFPNBlock):
+    """One extra level, P6 = conv3×3/2(P5) (AdelaiDet's FCOS.TOP_LEVELS 1, its 550 models)."""
+
+    def __init__(self, channels: int):
+        super().__init__()
+        self.p6 = nn.Conv2d(channels, channels, 3, 2, 1)
+        nn.init.kaiming_uniform_(self.p6.weight, a=1)
+        nn.init.zeros_(self.p6.bias)
+
+    def forward(self, results, x, names):
+        return [*results, self.p6(results[-1])], [*names, "p6"]
+
+
 def pyramid_levels(features: dict[str, torch.Tensor]) -> list[torch.Tensor]:
     """P3..P7 from the backbone's output, in order (without the optional "c2")."""
     return [f for name, f in features.items() if name.startswith("p")]
@@ -99,21 +131,32 @@ class BackboneFPN(nn.Module):
         super().__init__()
         self.with_c2 = with_c2
         strides = (4, *FEATURE_STRIDES) if with_c2 else FEATURE_STRIDES
-        self.body, stage_modules = create_timm_backbone(backbone_cfg, strides)
+        if backbone_cfg.name in D2_RESNETS:  # detectron2's MSRA ResNet (AdelaiDet's weights)
+            self.body, stage_modules = create_d2_resnet(backbone_cfg, strides)
+            in_channels = list(self.body.channels)  # [512, 1024, 2048] for R-50
+        else:
+            self.body, stage_modules = create_timm_backbone(backbone_cfg, strides)
+            in_channels = self.body.feature_info.channels()  # e.g. [40, 112, 320] for lite0
         self.frozen = freeze_stages(self.body, stage_modules, backbone_cfg.freeze_at)
         self.freeze_bn = backbone_cfg.freeze_bn
         self.channels_last = backbone_cfg.channels_last
         if self.channels_last:
             self.body.to(memory_format=torch.channels_last)
-        in_channels = self.body.feature_info.channels()  # e.g. [40, 112, 320] for lite0
         self.c2_channels = 0  # channels of "c2" in the output; 0 = not returned
         if with_c2:
             self.c2_channels, *in_channels = in_channels  # e.g. 24 for lite0
         D = fpn_cfg.channels
         # P6 is made from P5 (in_channels == out_channels), as in FCOS.
-        self.fpn = FeaturePyramidNetwork(in_channels, D, extra_blocks=LastLevelP6P7(D, D))
+        if fpn_cfg.top_levels not in (0, 1, 2):
+            raise ValueError(f"FPNConfig.top_levels {fpn_cfg.top_levels}: use 0, 1 or 2")
+        extra = None  # top_levels 0: P3..P5 only
+        if fpn_cfg.top_levels == 2:
+            extra = LastLevelP6P7(D, D)
+        elif fpn_cfg.top_levels == 1:
+            extra = LastLevelP6(D)
+        self.fpn = FeaturePyramidNetwork(in_channels, D, extra_blocks=extra)
         self.out_channels = D
-        self.strides = (8, 16, 32, 64, 128)  # P3..P7
+        self.strides = (8, 16, 32, 64, 128)[: 3 + fpn_cfg.top_levels]  # P3..P7
 
     def forward(self, x: torch.Tensor) -> OrderedDict[str, torch.Tensor]:
         if self.channels_last:

@@ -9,10 +9,11 @@ This is the ProtoNet/DeepLab-style decoder of the paper (§3.3; AdelaiDet's "bas
 An auxiliary semantic-segmentation head on P3 (paper §4, "semantic segmentation loss") is
 trained with per-pixel class targets built on the fly from the batch's instance masks; it
 reads P3 directly, so its gradient trains the backbone and FPN that the bottom module reads,
-not the bottom module's own layers. Normalisation is GroupNorm (the library's choice: results
-do not depend on the batch split across GPUs); AdelaiDet uses (Sync)BatchNorm, 128 channels
-and 3 tower convs. With `bottom_c2` the conv3×3 of C2 is *added* after the upsample
-(DeepLabv3+ instead concatenates its low-level map after a 1×1 conv).
+not the bottom module's own layers. Normalisation is GroupNorm by default (the library's
+choice: results do not depend on the batch split across GPUs); AdelaiDet uses (Sync)BatchNorm,
+128 channels and 3 tower convs (`bottom_norm="BN"` gives its BatchNorm, for its published
+weights). With `bottom_c2` the conv3×3 of C2 is *added* after the upsample (DeepLabv3+
+instead concatenates its low-level map after a 1×1 conv).
 """
 
 from __future__ import annotations
@@ -26,10 +27,13 @@ from .fcos.head import group_norm
 from .targets_batched import semantic_targets_batched
 
 
-def conv_gn_relu(c_in: int, c_out: int) -> nn.Sequential:
+def conv_gn_relu(c_in: int, c_out: int, norm: str = "GN") -> nn.Sequential:
+    """3×3 conv (no bias) → norm → ReLU. `norm` "GN" (ours) or "BN" (AdelaiDet's SyncBN)."""
+    if norm not in ("GN", "BN"):
+        raise ValueError(f"BlenderConfig.bottom_norm {norm!r}: use 'GN' or 'BN'")
     return nn.Sequential(
         nn.Conv2d(c_in, c_out, 3, padding=1, bias=False),
-        group_norm(c_out),
+        group_norm(c_out) if norm == "GN" else nn.BatchNorm2d(c_out),
         nn.ReLU(inplace=True),
     )
 
@@ -48,20 +52,24 @@ class BottomModule(nn.Module):
         `c2_channels`: channels of the backbone's stride-4 map, read when `cfg.bottom_c2`."""
         super().__init__()
         self.in_levels = cfg.bottom_in_levels
-        C = cfg.bottom_channels
-        self.refine = nn.ModuleDict({name: conv_gn_relu(in_channels, C) for name in self.in_levels})
-        self.tower = nn.Sequential(*[conv_gn_relu(C, C) for _ in range(cfg.bottom_num_convs)])
+        C, norm = cfg.bottom_channels, cfg.bottom_norm
+        self.refine = nn.ModuleDict(
+            {name: conv_gn_relu(in_channels, C, norm) for name in self.in_levels}
+        )
+        self.tower = nn.Sequential(*[conv_gn_relu(C, C, norm) for _ in range(cfg.bottom_num_convs)])
         self.c2 = None
         if cfg.bottom_c2:
             if c2_channels <= 0:
                 raise ValueError("BlenderConfig.bottom_c2 needs the backbone's C2 channels")
-            self.c2 = conv_gn_relu(c2_channels, C)
-        self.after_upsample = conv_gn_relu(C, C)
+            self.c2 = conv_gn_relu(c2_channels, C, norm)
+        self.after_upsample = conv_gn_relu(C, C, norm)
         self.to_bases = nn.Conv2d(C, num_outputs or cfg.K, 1)
         self.seg_head = None
         if cfg.aux_seg_loss:  # classes 0..C, 0 = background
             self.seg_head = nn.Sequential(
-                conv_gn_relu(in_channels, C), conv_gn_relu(C, C), nn.Conv2d(C, num_classes + 1, 1)
+                conv_gn_relu(in_channels, C, norm),
+                conv_gn_relu(C, C, norm),
+                nn.Conv2d(C, num_classes + 1, 1),
             )
 
     def forward(

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import torch
 from torch import nn
+from torchvision.ops import clip_boxes_to_image
 
 from ..config import MASK_BRANCHES, ModelConfig
 from ..data.batching import pad_images
@@ -76,10 +77,17 @@ class InstanceSegmenter(nn.Module):
         self.register_buffer("pixel_std", torch.tensor(cfg.pixel_std).view(3, 1, 1), False)
 
     def preprocess(self, images: list[torch.Tensor]):
-        """Normalise each [3, H, W] image, then zero-pad the batch → [B, 3, Hp, Wp], sizes."""
-        normed = [
-            (im.to(self.pixel_mean.device) - self.pixel_mean) / self.pixel_std for im in images
-        ]
+        """Normalise each [3, H, W] RGB image in [0, 1], then zero-pad the batch
+        → [B, 3, Hp, Wp], sizes. detectron2-trained models (`input_format="BGR"`,
+        `pixel_scale=255`) see BGR pixels in 0..255, as they were trained."""
+        normed = []
+        for im in images:
+            im = im.to(self.pixel_mean.device)
+            if self.cfg.input_format == "BGR":
+                im = im.flip(0)  # RGB → BGR
+            if self.cfg.pixel_scale != 1.0:
+                im = im * self.cfg.pixel_scale
+            normed.append((im - self.pixel_mean) / self.pixel_std)
         return pad_images(normed, self.size_divisibility)
 
     def forward(
@@ -126,7 +134,14 @@ class InstanceSegmenter(nn.Module):
             H, W = orig_sizes[b] if orig_sizes is not None else (h, w)
             scale = det["boxes"].new_tensor([W / w, H / h, W / w, H / h])
             res = {"boxes": det["boxes"] * scale, "scores": det["scores"], "labels": det["labels"]}
-            if "masks" in out:
-                res["masks"] = paste_masks(out["masks"][b]["masks"], res["boxes"], (H, W))
+            masks = out["masks"][b]["masks"] if "masks" in out else None  # [N, R, R]
+            if not self.cfg.fcos.clip_before_nms:  # detectron2: clip now, drop empty boxes
+                res["boxes"] = clip_boxes_to_image(res["boxes"], (H, W))
+                boxes = res["boxes"]
+                keep = (boxes[:, 2] > boxes[:, 0]) & (boxes[:, 3] > boxes[:, 1])
+                res = {k: v[keep] for k, v in res.items()}
+                masks = masks[keep] if masks is not None else None
+            if masks is not None:
+                res["masks"] = paste_masks(masks, res["boxes"], (H, W))
             results.append(res)
         return results

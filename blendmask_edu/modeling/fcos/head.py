@@ -57,7 +57,12 @@ class FCOSHead(nn.Module):
         self.cls_logits = nn.Conv2d(D, cfg.num_classes, 3, padding=1)
         self.box_reg = nn.Conv2d(D, 4, 3, padding=1)
         self.centerness = nn.Conv2d(D, 1, 3, padding=1)
-        self.scales = nn.ModuleList(Scale() for _ in cfg.strides)
+        # AdelaiDet's BlendMask configs have no per-level scale (FCOS.USE_SCALE False).
+        self.scales = nn.ModuleList(Scale() for _ in cfg.strides) if cfg.use_scale else None
+        # AdelaiDet's real-time models: a tower shared by cls and box, before them
+        self.share_tower = None
+        if cfg.num_share_convs:
+            self.share_tower = conv_gn_relu_tower(D, cfg.num_share_convs)
         self._init_weights()
 
     def _init_weights(self):
@@ -73,9 +78,13 @@ class FCOSHead(nn.Module):
         """features: P3..P7, each [B, D, H_i, W_i]. Returns per-level lists."""
         out = {"cls_logits": [], "box_reg": [], "centerness": [], "box_tower": []}
         for level, p in enumerate(features):
+            if self.share_tower is not None:
+                p = self.share_tower(p)  # [B, D, H_i, W_i]
             cls_feat = self.cls_tower(p)  # [B, D, H_i, W_i]
             box_feat = self.box_tower(p)  # [B, D, H_i, W_i]
-            reg = self.scales[level](self.box_reg(box_feat))  # [B, 4, H_i, W_i]
+            reg = self.box_reg(box_feat)  # [B, 4, H_i, W_i]
+            if self.scales is not None:
+                reg = self.scales[level](reg)
             # Distances l,t,r,b are positive: ReLU on stride-normalised targets, else exp (§3.1).
             reg = F.relu(reg) if self.cfg.norm_reg_targets else torch.exp(reg)
             ctr_in = box_feat if self.cfg.centerness_on_reg else cls_feat

@@ -38,7 +38,8 @@ def detect_image(
     for n in level_sizes:
         prob = cls_prob[start : start + n]  # [n, C]
         score = (prob * ctr_prob[start : start + n]).flatten()  # [n·C]
-        keep = (prob > cfg.score_thresh).flatten()  # [n·C]
+        # THRESH_WITH_CTR (AdelaiDet): threshold cls · centerness rather than cls.
+        keep = (score if cfg.thresh_with_ctr else prob.flatten()) > cfg.score_thresh  # [n·C]
         idx = keep.nonzero().squeeze(1)
         if idx.numel() > cfg.pre_nms_topk:
             idx = idx[score[idx].topk(cfg.pre_nms_topk).indices]
@@ -50,9 +51,11 @@ def detect_image(
     loc_index = torch.cat(cand_loc)  # [N]
     labels = torch.cat(cand_label)  # [N]
     ltrb = box_reg[loc_index].float() * loc_stride[loc_index, None]  # [N, 4] in pixels
-    boxes = clip_boxes_to_image(distances_to_boxes(locations[loc_index], ltrb), image_size)
-    nonempty = (boxes[:, 2] > boxes[:, 0]) & (boxes[:, 3] > boxes[:, 1])
-    boxes, scores, labels, loc_index = (t[nonempty] for t in (boxes, scores, labels, loc_index))
+    boxes = distances_to_boxes(locations[loc_index], ltrb)  # [N, 4]
+    if cfg.clip_before_nms:  # else: clipped after the mask branch (InstanceSegmenter.postprocess)
+        boxes = clip_boxes_to_image(boxes, image_size)
+        nonempty = (boxes[:, 2] > boxes[:, 0]) & (boxes[:, 3] > boxes[:, 1])
+        boxes, scores, labels, loc_index = (t[nonempty] for t in (boxes, scores, labels, loc_index))
     keep = batched_nms(boxes, scores, labels, cfg.nms_thresh)[: cfg.max_detections]
     return {
         "boxes": boxes[keep],  # [N, 4] xyxy, in input-image pixels
