@@ -211,9 +211,9 @@ print("\n".join(ln.strip() for ln in source if "ms/step" in ln or "amp=" in ln))
 # - the **batch size is global**: the sampler gives each rank its own slice of every batch;
 # - the loss **normalisers** (number of positives, sum of centerness) are averaged over
 #   processes (`reduce_mean`), so every process divides by the same number;
-# - **BatchNorm**: on CUDA the trainer converts the backbone's BatchNorm layers to
-#   `SyncBatchNorm` (unless they are frozen, `freeze_bn`), so batch statistics are taken
-#   over the global batch. On CPUs (gloo) there is no SyncBatchNorm: each process
+# - **BatchNorm**: on CUDA the trainer converts the model's BatchNorm layers (the
+#   backbone's, and the bottom module's with `bottom_norm="BN"`) to `SyncBatchNorm` when
+#   any of them trains, so batch statistics are taken over the global batch. On CPUs (gloo) there is no SyncBatchNorm: each process
 #   normalises with the statistics of its own slice, and the running statistics may
 #   differ between processes — this is where a CPU DDP run differs from one process on the
 #   whole batch. (The heads use GroupNorm, which does not depend on the batch.)
