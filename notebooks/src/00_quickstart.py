@@ -150,7 +150,7 @@ plot_curves(tm.run_dir, ctr_floor=ctr_floor);
 # branch. The circles are the same losses on the val set, measured at each evaluation (in
 # fast mode one, at the end). In the AP panel, circles are AP and squares AP50.
 #
-# `loss_ctr` levels off early, at the dotted line: its targets are *soft* (centerness ∈ (0, 1],
+# `loss_ctr` levels off early, a little above the dotted line: its targets are *soft* (centerness ∈ (0, 1],
 # notebook 03), and a BCE against a soft target $c$ cannot go below the target's own entropy
 # $-c\log c-(1-c)\log(1-c)$, reached when the prediction equals $c$. The floor printed above
 # is that entropy averaged over the positives of the val set, computed with the model's own

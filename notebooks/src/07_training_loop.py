@@ -115,7 +115,7 @@ plot_curves(tm.run_dir, ctr_floor=ctr_floor);
 # rises for long is a warning. A validation loss well above the training loss at the same
 # iteration means the model fits the training images better than new ones (overfitting);
 # compare the printed val loss with the range of the last training losses — and one
-# evaluation cannot show a trend. `loss_ctr` flattens early at the dotted line: the BCE of
+# evaluation cannot show a trend. `loss_ctr` flattens early, a little above the dotted line: the BCE of
 # a soft target (the centerness is between 0 and 1) cannot go below the target's entropy,
 # averaged here over the val set's positives (notebook 00). The learning rate rises during
 # the warm-up, then follows a cosine to zero at the last iteration.
