@@ -126,10 +126,11 @@ def test_basis_roles_name_each_basis_by_its_largest_contrast():
     }
     roles = basis_roles(stats)
     assert [(r["role"], round(r["value"], 3)) for r in roles] == [
-        ("objects", 3.0),  # 2 − (−1)
+        ("objects", 3.0),  # 2 − (−1); its edge value 0.5 lies between: no edge role
         ("edges", 2.0),  # 1 − max(−1, −1)
         ("left-right", 3.0),
     ]
+    assert roles[0]["contrasts"]["edges"] == 0 and roles[0]["also"] is None
     assert role_text(roles[0]).startswith("basis 1: higher inside objects than on background")
     assert "right" not in role_text(roles[2]).split("(")[0].replace("left", "")
 

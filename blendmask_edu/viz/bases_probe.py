@@ -118,7 +118,7 @@ def probe_bases(model, dataset, num_images: int, R: int = 28, min_score: float =
 
 ROLES = {
     "objects": "inside objects minus background",
-    "edges": "on edges minus max(inside, background)",
+    "edges": "on edges, beyond both inside and background",
     "left-right": "left half of a box minus its right half",
     "top-bottom": "top half of a box minus its bottom half",
 }
@@ -130,43 +130,56 @@ def basis_roles(stats: dict) -> list[dict]:
     run permutes. Four contrasts, in the basis's own units (module docstring):
 
         objects     mean(interior) − mean(background)
-        edges       mean(edge) − max(mean(interior), mean(background))
+        edges       how far mean(edge) lies above the larger (or below the smaller) of
+                    mean(interior) and mean(background); 0 when it lies between them
         left-right  in-box mean over the left half − over the right half
         top-bottom  in-box mean over the top half − over the bottom half
 
-    The role is the contrast of largest magnitude, with its sign → per basis
-    {"basis": k (0-based), "role": name, "value": contrast, "contrasts": {name: value}}."""
+    The role is the contrast of largest magnitude, with its sign; a second contrast at least
+    half as large is kept as "also" (None otherwise) → per basis {"basis": k (0-based),
+    "role": name, "value": contrast, "also": name or None, "contrasts": {name: value}}."""
     interior, edge, background = stats["region_means"]  # [K] each
     box = stats["in_box_means"]  # [K, R, R]
     half = box.shape[-1] // 2
+    hi, lo = torch.maximum(interior, background), torch.minimum(interior, background)
     contrasts = {
         "objects": interior - background,
-        "edges": edge - torch.maximum(interior, background),
+        # how far the edge value lies outside [min, max] of interior and background (0 inside)
+        "edges": (edge - hi).clamp(min=0) + (edge - lo).clamp(max=0),
         "left-right": box[:, :, :half].mean((1, 2)) - box[:, :, -half:].mean((1, 2)),
         "top-bottom": box[:, :half].mean((1, 2)) - box[:, -half:].mean((1, 2)),
     }
     roles = []
     for k in range(len(interior)):
         values = {name: float(c[k]) for name, c in contrasts.items()}
-        role = max(values, key=lambda n: abs(values[n]))
-        roles.append({"basis": k, "role": role, "value": values[role], "contrasts": values})
+        role, second = sorted(values, key=lambda n: -abs(values[n]))[:2]
+        also = second if abs(values[second]) >= 0.5 * abs(values[role]) else None
+        roles.append(
+            {"basis": k, "role": role, "value": values[role], "also": also, "contrasts": values}
+        )
     return roles
 
 
 def role_text(role: dict) -> str:
-    """'basis 2: objects −3.1 (lower inside objects than on background)'-style line."""
-    words = {
-        ("objects", 1): "higher inside objects than on background",
-        ("objects", -1): "lower inside objects than on background",
-        ("edges", 1): "peaks on object edges",
-        ("edges", -1): "dips on object edges",
-        ("left-right", 1): "higher on the left side of a box",
-        ("left-right", -1): "higher on the right side of a box",
-        ("top-bottom", 1): "higher on the top side of a box",
-        ("top-bottom", -1): "higher on the bottom side of a box",
-    }[(role["role"], 1 if role["value"] >= 0 else -1)]
+    """'basis 2: lower inside objects than on background (objects −3.10, edges ...)'."""
+    words = _ROLE_WORDS[(role["role"], 1 if role["value"] >= 0 else -1)]
+    if role.get("also"):
+        value = role["contrasts"][role["also"]]
+        words += ", and " + _ROLE_WORDS[(role["also"], 1 if value >= 0 else -1)]
     others = ", ".join(f"{n} {v:+.2f}" for n, v in role["contrasts"].items())
-    return f"basis {role['basis'] + 1}: {words} ({role['role']} {role['value']:+.2f}; {others})"
+    return f"basis {role['basis'] + 1}: {words} ({others})"
+
+
+_ROLE_WORDS = {
+    ("objects", 1): "higher inside objects than on background",
+    ("objects", -1): "lower inside objects than on background",
+    ("edges", 1): "peaks on object edges",
+    ("edges", -1): "dips on object edges",
+    ("left-right", 1): "higher on the left side of a box",
+    ("left-right", -1): "higher on the right side of a box",
+    ("top-bottom", 1): "higher on the top side of a box",
+    ("top-bottom", -1): "higher on the bottom side of a box",
+}
 
 
 def _mask_iou(pred: torch.Tensor, gt: torch.Tensor) -> torch.Tensor:

@@ -169,10 +169,11 @@ for r in roles:
 # - the bases are not masks of objects: they are signed maps over the whole image, and
 #   every object is covered by all four;
 # - they follow the objects' outlines closely (one bases cell is 4 pixels);
-# - their roles differ: some contrast objects with background, some mark edges or one side
-#   of a box (the printed roles say which, for this model); a basis that is "low inside
-#   objects" is as useful as one that is high there, since the attention mixes them with
-#   weights and the sign is only a convention of this run;
+# - they need not all do different things: in a short run several bases can share the same
+#   main contrast (objects against background, with either sign) and differ in a second one
+#   (one side of the box, edges) — the printed roles give both, for this model. A basis that
+#   is "lower inside objects" is as useful as one that is higher there: the attention mixes
+#   them with weights, and the sign is only a convention of this run;
 # - no basis belongs to a class: the same basis is high (or low) inside shapes of every
 #   class (notebook 09 tabulates it by class);
 # - every basis carries some speckle from the noisy backgrounds.

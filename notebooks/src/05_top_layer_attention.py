@@ -140,9 +140,11 @@ for r in roles:
           f"  right {float(w[:, k, :, R // 2 :].mean()):.2f}")
 
 # %% [markdown]
-# The weights pair with the roles: a basis that is high on one side of boxes tends to get
-# its weight on that side, a basis that marks object interiors its weight where the object
-# is expected. The attention is *not* only a position prior, though: it is predicted per
+# Compare each basis' role with where its weight goes (this run's numbers): a basis that is
+# higher inside objects tends to get the centre of the box, one that is lower inside
+# objects (it says "background") the border, and a basis that is higher on one side of a
+# box the weight on that side. Where a line does not fit this pattern, the model found
+# another use for that basis. The attention is *not* only a position prior, though: it is predicted per
 # detection, from the features at its location, and can take the shape of its object — a
 # ring-shaped region for a ring, for example (look at the weight maps above). The paper
 # makes the same point where it discusses what the learned bases and attentions encode:

@@ -269,11 +269,13 @@ plot_curves(work / "budget");
 # %% [markdown]
 # The learning rate shows the fitting: until the first fit the schedule is planned for
 # 10 000 iterations, so after the warm-up the rate stays at its peak. The first fit (after
-# iteration 12) replaces 10 000 by the few dozen iterations that fit in the budget: the
+# iteration 12) replaces 10 000 by the number N of iterations that fit in the budget: the
 # cosine position jumps from 12/10 000 to 12/N of the way, so the rate drops off a cliff
 # at that iteration, then follows the cosine to zero at the fitted end. Later refits (every
-# 10 iterations) move the end again only if the measured speed changed; in a run this
-# short there are few, and they may change nothing visible.
+# 10 iterations) move the end again only if the measured speed changed. The printed line
+# says what happened in this run: if 12 iterations already took longer than the budget (a
+# slow or busy machine), the first fit sets N = 12 and the run ends right there, over its
+# budget, with the rate still near its peak.
 # The fitted total is saved in the checkpoint, so a resumed run keeps the same schedule.
 # The first fit happens after 12 iterations (2 to warm up, 10 to measure), so a budget
 # shorter than 12 iterations' time is overrun; and the speed is measured on this machine at
