@@ -19,13 +19,14 @@ a data set's positives is the floor of the curve; `centerness_floor` computes it
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import matplotlib.pyplot as plt
 import numpy as np
 import torch
 from torch.nn import functional as F
+
+from ..engine.run_folder import read_jsonl
 
 COLORS = plt.get_cmap("tab10").colors
 
@@ -35,7 +36,7 @@ def read_metrics(run_dir: str | Path) -> tuple[list[dict], list[dict]]:
     path = Path(run_dir) / "metrics.jsonl"
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no metrics (is {run_dir} a training run folder?)")
-    records = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    records = read_jsonl(path)  # a torn last line (a kill mid-write) is skipped with a note
     train = sorted((r for r in records if "loss" in r), key=lambda r: r["iter"])
     evals = sorted((r for r in records if "eval" in r or "val" in r), key=lambda r: r["iter"])
     return train, evals
