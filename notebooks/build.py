@@ -1,11 +1,12 @@
 """Build the tutorial notebooks from their readable sources, and run them.
 
-The source of every notebook is a "percent" script in notebooks/src/ (the format of jupytext
-and VS Code): cells start with a marker line,
+The source of every notebook is a "percent" script in notebooks/src/, read with jupytext
+(https://jupytext.readthedocs.io; the format VS Code and PyCharm run cell by cell too): cells
+start with a marker line,
 
-    # %% [markdown]         a markdown cell; each line below starts with "# "
-    # %%                    a code cell
-    # %% solution           a code cell collapsed in Jupyter (an exercise's solution)
+    # %% [markdown]                a markdown cell; each line below starts with "# "
+    # %%                           a code cell
+    # %% tags=["solution"]         a code cell collapsed in Jupyter (an exercise's solution)
 
     python notebooks/build.py                 # .ipynb from the sources, then execute in place
     python notebooks/build.py --no-execute    # only write the .ipynb (no outputs)
@@ -34,34 +35,25 @@ REPO = HERE.parent
 KERNEL = {"display_name": "Python 3 (ipykernel)", "language": "python", "name": "python3"}
 
 
+SOLUTION = "solution"  # the tag of an exercise's solution cell
+
+
 def parse_percent(text: str) -> list[nbformat.NotebookNode]:
-    """A percent script → notebook cells (see the module docstring)."""
-    cells, kind, lines = [], None, []
+    """A percent script → notebook cells, by jupytext. A cell tagged "solution" is collapsed
+    (source and outputs hidden in JupyterLab); cells keep no other metadata."""
+    import jupytext
 
-    def close():
-        if kind is None:
-            return
-        body = "\n".join(lines).strip("\n")
-        if kind == "markdown":
-            body = "\n".join(ln[2:] if ln.startswith("# ") else ln.lstrip("#") for ln in
-                             body.splitlines()).strip("\n")  # fmt: skip
-            cells.append(nbformat.v4.new_markdown_cell(body))
+    cells = []
+    for cell in jupytext.reads(text, fmt="py:percent").cells:
+        tags = cell.metadata.get("tags", [])
+        if cell.cell_type == "code":
+            new = nbformat.v4.new_code_cell(cell.source)
+            if SOLUTION in tags:
+                new.metadata = {"tags": [SOLUTION],
+                                "jupyter": {"source_hidden": True, "outputs_hidden": True}}  # fmt: skip
         else:
-            cell = nbformat.v4.new_code_cell(body)
-            if kind == "solution":
-                cell.metadata = {"tags": ["solution"],
-                                 "jupyter": {"source_hidden": True, "outputs_hidden": True}}  # fmt: skip
-            cells.append(cell)
-
-    for line in text.splitlines():
-        if line.startswith("# %%"):
-            close()
-            marker = line[4:].strip()
-            kind = {"[markdown]": "markdown", "solution": "solution", "": "code"}[marker]
-            lines = []
-        elif kind is not None:
-            lines.append(line)
-    close()
+            new = nbformat.v4.new_markdown_cell(cell.source)
+        cells.append(new)
     return cells
 
 

@@ -82,6 +82,25 @@ def test_blend_rejects_unknown_interpolation():
         blend(torch.zeros(1, 2, 4, 4), torch.zeros(1, 2, 2, 2), "bicubic")
 
 
+def test_k1_uses_a_sigmoid_on_both_the_basis_and_the_attention():
+    """The paper's K = 1 row (Table 3 caption): mask = σ(a') ∘ σ(r), returned as its logit."""
+    crop = torch.tensor([[[[2.0, -2.0], [0.0, 30.0]]]])  # [N=1, K=1, R=2, R=2]
+    att = torch.tensor([[[[4.0, 4.0], [-4.0, 30.0]]]])  # M = R: no interpolation to think about
+    out = blend(crop, att, "bilinear")
+    mask = att[:, 0].sigmoid() * crop[:, 0].sigmoid()  # [1, 2, 2]
+    torch.testing.assert_close(out["mask_logits"].sigmoid(), mask, atol=2e-6, rtol=1e-5)
+    torch.testing.assert_close(out["attention_weights"], att.sigmoid())
+    assert out["mask_logits"].isfinite().all()  # σ(30)·σ(30) rounds to 1: still a finite logit
+    # A negative basis value can no longer flip into a confident "object" (σ(r) < 1/2):
+    # pixel (0, 1) has r = −2 and an attention of σ(4) ≈ 1, so p = σ(4)σ(−2) < 0.5.
+    assert out["mask_logits"][0, 0, 1] < 0 and out["mask_logits"][0, 0, 0] > 0
+    # Gradients reach both the basis and the attention.
+    crop.requires_grad_(True)
+    att.requires_grad_(True)
+    blend(crop, att)["mask_logits"][0, 0, 0].backward()
+    assert crop.grad[0, 0, 0, 0] > 0 and att.grad[0, 0, 0, 0] > 0
+
+
 @pytest.mark.parametrize("interpolation", ["bilinear", "nearest"])
 def test_softmax_over_k(interpolation):
     g = torch.Generator().manual_seed(0)

@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import re
+import tempfile
 from pathlib import Path
 
 import nbformat
@@ -66,11 +68,47 @@ def test_notebooks_open_with_what_you_will_learn_and_end_with_exercises():
 
 def test_percent_parser_makes_markdown_code_and_collapsed_solution_cells():
     cells = build.parse_percent(
-        "# %% [markdown]\n# # Title\n# text\n\n# %%\nx = 1\n\n# %% solution\nprint(x)\n"
+        '# %% [markdown]\n# # Title\n# text\n\n# %%\nx = 1\n\n# %% tags=["solution"]\nprint(x)\n'
     )
     assert [c.cell_type for c in cells] == ["markdown", "code", "code"]
     assert cells[0].source == "# Title\ntext" and cells[1].source == "x = 1"
     assert cells[2].metadata["jupyter"] == {"source_hidden": True, "outputs_hidden": True}
+
+
+# A machine's absolute folders; /tmp/ may appear in prose as an example, not in an output.
+ABSOLUTE = re.compile(r"(?<![\w.~$])/(home|root|work|tmp|Users)/")
+
+
+def _output_text(output) -> str:
+    """All the text of one output: stream, text/* data (not pictures), error and traceback."""
+    parts = [output.get("text", ""), output.get("evalue", "")] + output.get("traceback", [])
+    parts += [v for k, v in output.get("data", {}).items() if k.startswith("text/")]
+    return "\n".join(p if isinstance(p, str) else "".join(p) for p in parts)
+
+
+@pytest.mark.parametrize("src", SOURCES, ids=lambda p: p.stem)
+def test_committed_outputs_show_no_absolute_path_of_the_machine(src):
+    committed = nbformat.read(NOTEBOOKS / f"{src.stem}.ipynb", as_version=4)
+    found = [
+        (n, m.group(0), text[max(m.start() - 40, 0) : m.end() + 40])
+        for n, cell in enumerate(committed.cells)
+        if cell.cell_type == "code"
+        for output in cell.outputs
+        for text in [_output_text(output)]
+        for m in ABSOLUTE.finditer(text)
+    ]
+    assert not found, f"print paths with tutorial.shown(): cell, match, context = {found[:3]}"
+
+
+def test_the_absolute_path_check_and_shown():
+    assert ABSOLUTE.search("using /work/wt/runs/tutorial_cache") is not None
+    assert ABSOLUTE.search("wrote /tmp/tmpab/predictions.json") is not None
+    assert ABSOLUTE.search("into runs/tutorial_cache/shapes_fast and ~/x, $TMPDIR/y") is None
+    assert tutorial.shown(tutorial.REPO / "runs" / "x") == str(Path("runs") / "x")
+    assert tutorial.shown(Path.home() / "data" / "y").startswith(("~/", "$TMPDIR/", "runs"))
+    tmp = Path(tempfile.mkdtemp())
+    assert tutorial.shown(tmp / "z") == f"$TMPDIR/{tmp.name}/z"
+    assert not ABSOLUTE.search(tutorial.shown(tmp / "z"))
 
 
 @pytest.fixture(scope="session")

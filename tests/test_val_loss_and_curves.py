@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 
 import numpy as np
+import pytest
 import torch
 from PIL import Image
 from tiny import tiny_config
@@ -67,3 +68,33 @@ def test_evaluations_log_val_losses_and_plot_draws_them(shapes_small, tmp_path, 
 def test_plot_without_a_run_is_a_clear_error(tmp_path, capsys):
     assert main(["plot", str(tmp_path)]) == 1
     assert "metrics.jsonl" in capsys.readouterr().err
+
+
+def test_centerness_floor_is_the_lowest_loss_ctr():
+    """`loss_ctr` reaches `centerness_floor` when the predicted centerness equals its soft
+    target, and not below: the floor the curves draw."""
+    from blendmask_edu.config import FCOSConfig
+    from blendmask_edu.modeling.fcos.head import compute_locations, level_of_locations
+    from blendmask_edu.modeling.fcos.loss import fcos_losses
+    from blendmask_edu.modeling.fcos.targets import fcos_targets
+    from blendmask_edu.viz.curves import centerness_floor
+
+    cfg = FCOSConfig(num_classes=2)
+    target = {"boxes": torch.tensor([[10.0, 20.0, 70.0, 50.0], [64.0, 64.0, 120.0, 127.0]]),
+              "labels": torch.tensor([1, 2])}  # fmt: skip
+    dataset = [(torch.zeros(3, 128, 128), target)]
+    floor = centerness_floor(dataset, cfg)
+    assert 0.1 < floor < np.log(2)  # soft targets: above 0, and never above a coin's entropy
+    sizes = [(-(-128 // s),) * 2 for s in cfg.strides]
+    locations = compute_locations(sizes, cfg.strides)
+    t = fcos_targets(locations, level_of_locations(sizes), [target], cfg.strides,
+                     cfg.sizes_of_interest, cfg.center_sample_radius)  # fmt: skip
+    L = len(locations)
+    perfect = torch.logit(t.centerness.clamp(1e-6, 1 - 1e-6))[..., None]  # [1, L, 1]
+
+    def loss_ctr(ctr):
+        return float(fcos_losses(torch.zeros(1, L, 2), torch.ones(1, L, 4), ctr, locations,
+                                 torch.ones(L), t)["loss_ctr"])  # fmt: skip
+
+    assert loss_ctr(perfect) == pytest.approx(floor, rel=1e-4)
+    assert loss_ctr(perfect + 0.5) > floor and loss_ctr(perfect - 0.5) > floor

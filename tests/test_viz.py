@@ -40,8 +40,10 @@ def test_bases_figure_has_image_and_k_bases_per_row(outputs):
     images, _, run, _, _ = outputs
     fig = plot_bases(images, [m["bases"] for m in run["masks"]], max_images=2)
     K = run["masks"][0]["bases"].shape[0]
-    assert len(fig.axes) == 2 * (K + 1)
-    assert fig.axes[1].images[0].get_array().shape == tuple(run["masks"][0]["bases"].shape[-2:])
+    panels = [ax for ax in fig.axes if ax.images]  # the image and the K bases per row
+    assert len(panels) == 2 * (K + 1)
+    assert len(fig.axes) == 2 * (K + 1) + 2 * K  # + one colour bar per basis panel
+    assert panels[1].images[0].get_array().shape == tuple(run["masks"][0]["bases"].shape[-2:])
 
 
 def test_attention_figure_shows_a_s_r_mask_and_gt(outputs):

@@ -88,3 +88,56 @@ def test_mask_iou_and_knockout_shape(shapes_small):
     model = InstanceSegmenter(cfg.model).eval()
     ious = knockout_iou(model, CocoInstances(shapes_small), num_images=2, min_score=0.0)
     assert ious.shape == (cfg.model.blender.K + 1,) and ((ious >= 0) & (ious <= 1)).all()
+
+
+def test_knockout_renormalises_the_softmax_over_the_other_bases():
+    """Switching basis k off must not turn "basis k says background" into logits ≈ 0: the
+    softmax is taken over the K − 1 others, so the weights still sum to one."""
+    from blendmask_edu.modeling.blender import blend
+    from blendmask_edu.viz.bases_probe import blend_without
+
+    # Basis 0 says "background" (−5) and dominates the attention; bases 1, 2 are +1 and −3.
+    crops = torch.stack([torch.full((4, 4), -5.0), torch.ones(4, 4), torch.full((4, 4), -3.0)])
+    att = torch.stack([torch.full((2, 2), 6.0), torch.zeros(2, 2), torch.zeros(2, 2)])
+    crops, att = crops[None], att[None]  # [1, 3, 4, 4], [1, 3, 2, 2]
+    torch.testing.assert_close(blend_without(crops, att, -1), blend(crops, att)["mask_logits"])
+    # Without basis 0: equal weights on bases 1 and 2 → (1 − 3) / 2 = −1 everywhere.
+    torch.testing.assert_close(blend_without(crops, att, 0), torch.full((1, 4, 4), -1.0))
+    # Zeroing basis 0's crop instead would have given ≈ 0 (a coin flip at the threshold).
+    zeroed = crops.clone()
+    zeroed[:, 0] = 0
+    assert blend(zeroed, att)["mask_logits"].abs().max() < 0.02
+    # Without basis 2: softmax over (6, 0) → mostly basis 0.
+    w = torch.tensor([6.0, 0.0]).softmax(0)
+    torch.testing.assert_close(
+        blend_without(crops, att, 2), torch.full((1, 4, 4), float(w[0] * -5 + w[1] * 1))
+    )
+
+
+def test_basis_roles_name_each_basis_by_its_largest_contrast():
+    from blendmask_edu.viz.bases_probe import basis_roles, role_text
+
+    R = 4
+    box = torch.zeros(3, R, R)
+    box[2, :, :2] = 3.0  # basis 3: high on the left half of boxes
+    stats = {  # rows: interior, edge, background; columns: bases 1..3
+        "region_means": torch.tensor([[2.0, -1.0, 0.0], [0.5, 1.0, 0.0], [-1.0, -1.0, 0.0]]),
+        "in_box_means": box,
+    }
+    roles = basis_roles(stats)
+    assert [(r["role"], round(r["value"], 3)) for r in roles] == [
+        ("objects", 3.0),  # 2 − (−1); its edge value 0.5 lies between: no edge role
+        ("edges", 2.0),  # 1 − max(−1, −1)
+        ("left-right", 3.0),
+    ]
+    assert roles[0]["contrasts"]["edges"] == 0 and roles[0]["also"] is None
+    assert role_text(roles[0]).startswith("basis 1: higher inside objects than on background")
+    assert "right" not in role_text(roles[2]).split("(")[0].replace("left", "")
+
+
+def test_blend_without_two_bases():
+    from blendmask_edu.viz.bases_probe import blend_without
+
+    crops = torch.stack([torch.full((2, 2), v) for v in (-5.0, 1.0, -3.0, 7.0)])[None]
+    att = torch.zeros(1, 4, 2, 2)
+    torch.testing.assert_close(blend_without(crops, att, [0, 2]), torch.full((1, 2, 2), 4.0))

@@ -1,15 +1,19 @@
-"""BlendMask's bottom module: K *bases* shared by all instances of an image (paper §3.2).
+"""BlendMask's bottom module: K *bases* shared by all instances of an image (paper §3.3).
 
     P3 [B, D, H/8,  W/8 ] ─ conv3×3 ─┐
     P4 [B, D, H/16, W/16] ─ conv3×3 ─┼─ upsample to H/8 and sum ─► n × conv3×3
     P5 [B, D, H/32, W/32] ─ conv3×3 ─┘     ─► ×2 upsample ─► conv3×3 ─► conv1×1 ─► bases [B, K, H/4, W/4]
                                                         (+ conv3×3(C2) with `bottom_c2`)
 
-This is the ProtoNet/DeepLab-style decoder of the paper (§3.2; AdelaiDet's "basis module").
+This is the ProtoNet/DeepLab-style decoder of the paper (§3.3; AdelaiDet's "basis module").
 An auxiliary semantic-segmentation head on P3 (paper §4, "semantic segmentation loss") is
-trained with per-pixel class targets built on the fly from the batch's instance masks.
-Normalisation is GroupNorm, so results do not depend on the batch split across GPUs
-(`bottom_norm="BN"` gives AdelaiDet's BatchNorm, for its published weights).
+trained with per-pixel class targets built on the fly from the batch's instance masks; it
+reads P3 directly, so its gradient trains the backbone and FPN that the bottom module reads,
+not the bottom module's own layers. Normalisation is GroupNorm by default (the library's
+choice: results do not depend on the batch split across GPUs); AdelaiDet uses (Sync)BatchNorm,
+128 channels and 3 tower convs (`bottom_norm="BN"` gives its BatchNorm, for its published
+weights). With `bottom_c2` the conv3×3 of C2 is *added* after the upsample (DeepLabv3+
+instead concatenates its low-level map after a 1×1 conv).
 """
 
 from __future__ import annotations

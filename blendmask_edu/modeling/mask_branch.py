@@ -4,7 +4,7 @@ A mask branch sits beside FCOS and shares its backbone/FPN features:
 
 * `forward_train(features, fcos_out, targets)` → dict of losses. Every branch learns from the
   same proposals: the *positive locations* of FCOS' target assignment, each with the *GT box*
-  of the instance it is matched to (BlendMask §3.4), at most `max_instances` of them
+  of the instance it is matched to (BlendMask §3.5), at most `max_instances` of them
   (`positive_instances` collects them).
 * `forward_test(features, fcos_out, detections)` → per image a dict whose "masks" are
   [N, R, R] probabilities in box coordinates for the N detections, plus whatever

@@ -12,8 +12,13 @@ bases' resolution (1/4 of the input):
                      the box (left/right, centre/border) shows here;
 * the mean and spread over detections of the attention weights (softmax over K), which say
   how much each detection's attention differs from the others;
-* `knockout_iou`   — mask IoU against the GT when basis k is switched off (its crop set to 0
-                     in Eq. 4): how much the masks need each basis.
+* `knockout_iou`   — mask IoU against the GT when basis k is switched off: Eq. 3's softmax
+                     taken over the other K − 1 bases only (`blend_without`), so the weights
+                     still sum to 1 and the mask is what the remaining bases say. (Setting
+                     r_k to 0 instead would leave logits ≈ 0 where basis k dominated, which the
+                     threshold reads as background: a basis whose job is to say "background"
+                     would look useless.) Masks are thresholded as everywhere in the library:
+                     probability σ(m) > 0.5, i.e. logit m > 0.
 """
 
 from __future__ import annotations
@@ -23,7 +28,7 @@ import numpy as np
 import torch
 from torch.nn import functional as F
 
-from ..modeling.blender import blend, crop_bases
+from ..modeling.blender import blend, crop_bases, upsample_attention
 from .blendmask_figures import gt_crop_for
 
 
@@ -111,6 +116,72 @@ def probe_bases(model, dataset, num_images: int, R: int = 28, min_score: float =
     }
 
 
+ROLES = {
+    "objects": "inside objects minus background",
+    "edges": "on edges, beyond both inside and background",
+    "left-right": "left half of a box minus its right half",
+    "top-bottom": "top half of a box minus its bottom half",
+}
+
+
+def basis_roles(stats: dict) -> list[dict]:
+    """A measured role for each basis (from `probe_bases`' statistics), so that a notebook
+    names a basis by what it does in *this* model, not by its index, which another training
+    run permutes. Four contrasts, in the basis's own units (module docstring):
+
+        objects     mean(interior) − mean(background)
+        edges       how far mean(edge) lies above the larger (or below the smaller) of
+                    mean(interior) and mean(background); 0 when it lies between them
+        left-right  in-box mean over the left half − over the right half
+        top-bottom  in-box mean over the top half − over the bottom half
+
+    The role is the contrast of largest magnitude, with its sign; a second contrast at least
+    half as large is kept as "also" (None otherwise) → per basis {"basis": k (0-based),
+    "role": name, "value": contrast, "also": name or None, "contrasts": {name: value}}."""
+    interior, edge, background = stats["region_means"]  # [K] each
+    box = stats["in_box_means"]  # [K, R, R]
+    half = box.shape[-1] // 2
+    hi, lo = torch.maximum(interior, background), torch.minimum(interior, background)
+    contrasts = {
+        "objects": interior - background,
+        # how far the edge value lies outside [min, max] of interior and background (0 inside)
+        "edges": (edge - hi).clamp(min=0) + (edge - lo).clamp(max=0),
+        "left-right": box[:, :, :half].mean((1, 2)) - box[:, :, -half:].mean((1, 2)),
+        "top-bottom": box[:, :half].mean((1, 2)) - box[:, -half:].mean((1, 2)),
+    }
+    roles = []
+    for k in range(len(interior)):
+        values = {name: float(c[k]) for name, c in contrasts.items()}
+        role, second = sorted(values, key=lambda n: -abs(values[n]))[:2]
+        also = second if abs(values[second]) >= 0.5 * abs(values[role]) else None
+        roles.append(
+            {"basis": k, "role": role, "value": values[role], "also": also, "contrasts": values}
+        )
+    return roles
+
+
+def role_text(role: dict) -> str:
+    """'basis 2: lower inside objects than on background (objects −3.10, edges ...)'."""
+    words = _ROLE_WORDS[(role["role"], 1 if role["value"] >= 0 else -1)]
+    if role.get("also"):
+        value = role["contrasts"][role["also"]]
+        words += ", and " + _ROLE_WORDS[(role["also"], 1 if value >= 0 else -1)]
+    others = ", ".join(f"{n} {v:+.2f}" for n, v in role["contrasts"].items())
+    return f"basis {role['basis'] + 1}: {words} ({others})"
+
+
+_ROLE_WORDS = {
+    ("objects", 1): "higher inside objects than on background",
+    ("objects", -1): "lower inside objects than on background",
+    ("edges", 1): "peaks on object edges",
+    ("edges", -1): "dips on object edges",
+    ("left-right", 1): "higher on the left side of a box",
+    ("left-right", -1): "higher on the right side of a box",
+    ("top-bottom", 1): "higher on the top side of a box",
+    ("top-bottom", -1): "higher on the bottom side of a box",
+}
+
+
 def _mask_iou(pred: torch.Tensor, gt: torch.Tensor) -> torch.Tensor:
     """IoU of binary masks [N, R, R] vs [N, R, R] → [N]."""
     inter = (pred & gt).flatten(1).sum(1).float()
@@ -118,11 +189,30 @@ def _mask_iou(pred: torch.Tensor, gt: torch.Tensor) -> torch.Tensor:
     return inter / union.clamp(min=1)
 
 
+def blend_without(
+    basis_crops: torch.Tensor,  # [N, K, R, R]
+    attention: torch.Tensor,  # [N, K, M, M]
+    k: int | list[int],
+    interpolation: str = "bilinear",
+) -> torch.Tensor:
+    """Eq. 2–4 with basis k (or the bases in list k) switched off: the softmax over the other
+    bases only → mask logits [N, R, R]. k = −1 switches nothing off (= `blend`)."""
+    off = {k} if isinstance(k, int) else set(k)
+    off.discard(-1)
+    if not off:
+        return blend(basis_crops, attention, interpolation)["mask_logits"]
+    others = [j for j in range(basis_crops.shape[1]) if j not in off]
+    upsampled = upsample_attention(attention[:, others], basis_crops.shape[-1], interpolation)
+    weights = upsampled.softmax(dim=1)  # over the K − 1 remaining bases   [N, K − 1, R, R]
+    return (weights * basis_crops[:, others]).sum(dim=1)
+
+
 @torch.inference_mode()
 def knockout_iou(model, dataset, num_images: int, min_score: float = 0.3) -> torch.Tensor:
-    """Mean mask IoU (in the box, R×R, mask > 0.5) of the detections with score ≥ min_score
-    against the GT instance they overlap most, with all bases and with basis k switched off:
-    → [K + 1] (index 0: all bases; index k: without basis k)."""
+    """Mean mask IoU (in the box, R×R, σ(m) > 0.5) of the detections with score ≥ min_score
+    against the GT instance they overlap most (box IoU ≥ 0.5), with all bases and with basis k
+    switched off (`blend_without`: softmax over the other K − 1) → [K + 1] (index 0: all
+    bases; index k: without basis k). Needs K ≥ 2."""
     from torchvision.ops import box_iou
 
     cfg = model.mask_branch.cfg
@@ -142,11 +232,8 @@ def knockout_iou(model, dataset, num_images: int, min_score: float = 0.3) -> tor
         crops, att = mb["basis_crops"][keep], mb["attention"][keep]  # [n, K, R, R], [n, K, M, M]
         row = []
         for k in range(-1, cfg.K):  # −1: nothing switched off
-            c = crops.clone()
-            if k >= 0:
-                c[:, k] = 0
-            logits = blend(c, att, cfg.interpolation)["mask_logits"]
-            row.append(_mask_iou(logits > 0, gt))
+            logits = blend_without(crops, att, k, cfg.interpolation)
+            row.append(_mask_iou(logits > 0, gt))  # σ(m) > 0.5
         ious.append(torch.stack(row, 1))  # [n, K + 1]
     return torch.cat(ious).mean(0) if ious else torch.zeros(cfg.K + 1)
 

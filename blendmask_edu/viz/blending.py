@@ -1,6 +1,7 @@
 """One detection through the blender, every intermediate on one figure (paper §3.4, Eq. 1–4).
 
     row 1  softmax_K(a_d)            at M×M: the attention as predicted, made comparable
+                                     (a view only: the blender never computes it)
     row 2  s_d = softmax_K(up(a_d))  at R×R: the weights the blender uses (Eq. 2–3)
     row 3  r_d                       the basis crops, RoIAlign of the K bases (Eq. 1)
     row 4  s_d ∘ r_d                 the K products; their sum is the mask logits (Eq. 4)
@@ -44,7 +45,7 @@ def plot_detection_blending(
     fig, axes = plt.subplots(4, K + 1, figsize=(2.0 * (K + 1) + 1.2, 8.4), layout="constrained")
 
     rows = [  # maps [K, ·, ·], title of panel k (1-based), colour map, fixed limits
-        (att.softmax(dim=0), lambda k: f"softmax$_K$(a)$_{k}$  {M}×{M}", "viridis", (0, 1)),
+        (att.softmax(dim=0), lambda k: f"softmax$_K$(a)$_{k}$ {M}×{M} (view)", "viridis", (0, 1)),
         (s, lambda k: f"s$_{k}$ = softmax$_K$(up(a))$_{k}$  {R}×{R}", "viridis", (0, 1)),
         (r, lambda k: f"r$_{k}$ basis crop", "RdBu_r", None),
         (prod, lambda k: f"s$_{k}$∘r$_{k}$", "RdBu_r", None),

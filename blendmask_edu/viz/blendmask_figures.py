@@ -21,8 +21,10 @@ def plot_bases(images, bases_list, max_images: int = 4):
         for k in range(K):
             basis = bases_list[i][k][: (h + 3) // 4, : (w + 3) // 4].detach().cpu()
             lim = float(basis.abs().max()) or 1.0
-            axes[i, k + 1].imshow(basis, cmap="RdBu_r", vmin=-lim, vmax=lim)
+            im = axes[i, k + 1].imshow(basis, cmap="RdBu_r", vmin=-lim, vmax=lim)
             axes[i, k + 1].set_title(f"basis {k + 1}", fontsize=8)
+            bar = fig.colorbar(im, ax=axes[i, k + 1], fraction=0.046, pad=0.03)
+            bar.ax.tick_params(labelsize=6)
     for ax in axes.flat:
         ax.set_axis_off()
     fig.tight_layout()
@@ -40,7 +42,7 @@ def plot_blending(
     if own:
         fig, axes_row = plt.subplots(1, cols, figsize=(1.6 * cols, 1.9))
     one = {k: v[index : index + 1] for k, v in det.items() if k in ("boxes", "labels", "scores")}
-    draw_instances(axes_row[0], image, one, class_names, score_thresh=0.0)
+    draw_instances(axes_row[0], image, one, class_names, score_thresh=0.0, ids=[index])
     axes_row[0].set_title("detection", fontsize=7)
     col = 1
     for name, key, cmap in (

@@ -5,9 +5,16 @@ metrics.jsonl holds two kinds of records:
     {"iter": 40, "loss_cls": .., "loss_box": .., ..., "loss": .., "lr": .., ...}   training
     {"iter": 200, "val": {"loss_cls": .., ..., "loss": ..}, "eval": {"bbox": {"AP": ..}, ..}}
 
-Four panels: total loss (train vs val), each loss term (train solid, val dashed, one colour a
-term), learning rate, box and mask AP. Training losses are noisy, so they are drawn faint with
-a moving average on top.
+Four panels: total loss (train vs val), each loss term (train a line, val circles, one colour
+a term), learning rate, box and mask AP (AP circles, AP50 squares, the last value written
+beside them, so that one or two evaluations still read). Training losses are noisy, so they
+are drawn faint with a moving average on top.
+
+`loss_ctr` cannot reach 0: its targets are soft (centerness* ∈ (0, 1], FCOS Eq. 3), and the
+BCE of a prediction against a soft target c is at least the target's own entropy
+H(c) = −c·log c − (1 − c)·log(1 − c), reached when the prediction equals c. The mean of H over
+a data set's positives is the floor of the curve; `centerness_floor` computes it, and
+`plot_curves(..., ctr_floor=...)` draws it.
 """
 
 from __future__ import annotations
@@ -16,6 +23,8 @@ from pathlib import Path
 
 import matplotlib.pyplot as plt
 import numpy as np
+import torch
+from torch.nn import functional as F
 
 from ..engine.run_folder import read_jsonl
 
@@ -41,8 +50,37 @@ def smooth(values: list[float], window: int) -> np.ndarray:
     return (cumsum[1:] - cumsum[starts]) / (np.arange(1, len(x) + 1) - starts)
 
 
-def plot_curves(run_dir: str | Path):
-    """The four-panel figure of a run (see the module docstring)."""
+@torch.inference_mode()
+def centerness_floor(dataset, fcos_cfg, num_images: int | None = None, size_divisor: int = 32):
+    """The lowest `loss_ctr` possible on `dataset` (module docstring): the mean over all
+    positive locations of the first `num_images` images (all by default) of the entropy of
+    their centerness target, with the model's own target assignment (`fcos_targets`) on the
+    padded image (sides a multiple of `size_divisor`)."""
+    from ..modeling.fcos.head import compute_locations, level_of_locations
+    from ..modeling.fcos.targets import fcos_targets
+
+    total, positives = 0.0, 0
+    for i in range(len(dataset) if num_images is None else min(num_images, len(dataset))):
+        image, target = dataset[i]
+        H, W = (-(-n // size_divisor) * size_divisor for n in image.shape[-2:])
+        sizes = [(-(-H // s), -(-W // s)) for s in fcos_cfg.strides]
+        t = fcos_targets(
+            compute_locations(sizes, fcos_cfg.strides),
+            level_of_locations(sizes),
+            [target],
+            fcos_cfg.strides,
+            fcos_cfg.sizes_of_interest,
+            fcos_cfg.center_sample_radius,
+        )
+        c = t.centerness[t.labels > 0].clamp(1e-6, 1 - 1e-6)  # [P] the soft targets
+        total += float(F.binary_cross_entropy(c, c, reduction="sum"))  # Σ H(c)
+        positives += len(c)
+    return total / max(positives, 1)
+
+
+def plot_curves(run_dir: str | Path, ctr_floor: float | None = None):
+    """The four-panel figure of a run (see the module docstring); `ctr_floor` (from
+    `centerness_floor`) draws the lowest value `loss_ctr` can take."""
     train, evals = read_metrics(run_dir)
     fig, axes = plt.subplots(2, 2, figsize=(12, 8))
     (ax_loss, ax_terms), (ax_lr, ax_ap) = axes
@@ -63,9 +101,14 @@ def plot_curves(run_dir: str | Path):
         _train_line(ax_terms, iters, [r[term] for r in train], window, color, term, faint=False)
         if val:
             values = [r["val"].get(term, np.nan) for r in val]
-            ax_terms.plot(val_iters, values, "o--", color=color, ms=4)
-    ax_terms.plot([], [], "k-", label="train (solid)")
-    ax_terms.plot([], [], "ko--", ms=4, label="val (dashed)")
+            ax_terms.plot(val_iters, values, "o--", color=color, ms=5, lw=0.8)
+        if term == "loss_ctr" and ctr_floor is not None:
+            ax_terms.axhline(ctr_floor, color=color, ls=":", lw=1.2)
+            ax_terms.annotate(f"loss_ctr floor {ctr_floor:.3f}\n(entropy of the soft targets)",
+                              (0.5, ctr_floor), xycoords=("axes fraction", "data"),
+                              ha="center", va="top", fontsize=7, color=color)  # fmt: skip
+    ax_terms.plot([], [], "k-", label="train (line)")
+    ax_terms.plot([], [], "ko--", ms=5, lw=0.8, label="val (circles)")
     _style(ax_terms, "loss terms", "loss", legend=False)
     ax_terms.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))  # off the lines
 
@@ -77,9 +120,16 @@ def plot_curves(run_dir: str | Path):
         points = [(r["iter"], r["eval"][kind]) for r in aps if kind in r["eval"]]
         if points:
             x = [i for i, _ in points]
-            ax_ap.plot(x, [m["AP"] for _, m in points], "o-", color=color, label=label)
-            ax_ap.plot(x, [m["AP50"] for _, m in points], "o:", color=color, label=label + "50")
+            for key, marker, style in (("AP", "o", "-"), ("AP50", "s", ":")):
+                y = [m[key] for _, m in points]
+                name = label + ("50" if key == "AP50" else "")
+                ax_ap.plot(x, y, marker=marker, ls=style, color=color, ms=7, label=name)
+                ax_ap.annotate(f"{name} {y[-1]:.3f}", (x[-1], y[-1]), xytext=(-8, 0),
+                               textcoords="offset points", ha="right", va="center",
+                               fontsize=7, color=color)  # fmt: skip
     _style(ax_ap, "COCO AP on the val set", "AP", legend=bool(aps))
+    if aps:
+        ax_ap.set_ylim(0, 1)
     if not val:
         # bottom left: a falling loss curve is not there
         ax_loss.text(0.03, 0.05, "no validation losses in this run", transform=ax_loss.transAxes,

@@ -1,4 +1,4 @@
-"""Instances drawn over an image: translucent masks, boxes, "label score" tags."""
+"""Instances drawn over an image: contoured masks with a light fill, boxes, "label score" tags."""
 
 from __future__ import annotations
 
@@ -15,29 +15,58 @@ def to_numpy_image(image: torch.Tensor) -> np.ndarray:
     return image.detach().cpu().permute(1, 2, 0).clamp(0, 1).numpy()
 
 
+def instance_color(instance_id: int) -> tuple[float, float, float]:
+    """The colour of instance `instance_id` (its index in the result it comes from): the same
+    instance has the same colour in every figure that passes its id."""
+    return PALETTE[int(instance_id) % len(PALETTE)]
+
+
 def draw_instances(
-    ax, image, result: dict, class_names=None, score_thresh: float = 0.3, alpha: float = 0.5
+    ax,
+    image,
+    result: dict,
+    class_names=None,
+    score_thresh: float = 0.3,
+    alpha: float = 0.3,
+    ids=None,
 ) -> None:
-    """Draw `result` ({"boxes", "labels"[, "scores", "masks"]}) over `image` on axes `ax`."""
+    """Draw `result` ({"boxes", "labels"[, "scores", "masks"]}) over `image` on axes `ax`.
+
+    Each instance: its mask as a light fill (`alpha`) with a solid contour (white under the
+    colour, so it shows on any background), its box dashed, a "label score" tag. Instance i
+    gets colour `instance_color(ids[i])` (default ids: 0, 1, 2, ... = its index in `result`),
+    so that an object keeps its colour from one figure to the next whatever `score_thresh`
+    hides; pass `ids` when `result` is a slice of a larger result."""
     canvas = to_numpy_image(image).copy() if torch.is_tensor(image) else np.asarray(image) / 255.0
     scores = result.get("scores", torch.ones(len(result["boxes"])))
+    ids = list(range(len(result["boxes"]))) if ids is None else [int(i) for i in ids]
     keep = (scores >= score_thresh).nonzero().flatten().tolist()
-    for n, i in enumerate(keep):
+    masks = {}
+    for i in keep:
         if "masks" in result:
             m = result["masks"][i].detach().cpu().numpy() > 0.5
-            canvas[m] = (1 - alpha) * canvas[m] + alpha * np.array(PALETTE[n % len(PALETTE)])
+            masks[i] = m
+            color = np.array(instance_color(ids[i]))
+            canvas[m] = (1 - alpha) * canvas[m] + alpha * color
     ax.imshow(canvas, interpolation="nearest")  # pixels as they are (and small PNGs)
+    for i, m in masks.items():
+        if m.any():
+            color = instance_color(ids[i])
+            ax.contour(m.astype(float), levels=[0.5], colors=["white"], linewidths=2.6)
+            ax.contour(m.astype(float), levels=[0.5], colors=[color], linewidths=1.4)
     placed: list[tuple[float, float, float, float]] = []  # tags drawn so far (x0, y0, x1, y1)
-    for n, i in enumerate(keep):
+    for i in keep:
         x0, y0, x1, y1 = result["boxes"][i].tolist()
-        color = PALETTE[n % len(PALETTE)]
-        ax.add_patch(plt.Rectangle((x0, y0), x1 - x0, y1 - y0, fill=False, color=color, lw=1.5))
+        color = instance_color(ids[i])
+        style = "--" if "masks" in result else "-"  # a mask's box is secondary to its contour
+        ax.add_patch(plt.Rectangle((x0, y0), x1 - x0, y1 - y0, fill=False, color=color,
+                                   lw=1.2, ls=style))  # fmt: skip
         label = int(result["labels"][i])
         name = class_names[label - 1] if class_names else str(label)
         text = f"{name} {float(scores[i]):.2f}" if "scores" in result else name
         tx, ty = _tag_position(ax, canvas.shape[0], text, (x0, y0, x1, y1), placed)
         ax.text(tx, ty, text, fontsize=7, color="white", va="top",
-                bbox=dict(facecolor=color, alpha=0.8, pad=1, lw=0))  # fmt: skip
+                bbox=dict(facecolor=color, alpha=0.85, pad=1, lw=0))  # fmt: skip
     ax.set_axis_off()
 
 

@@ -165,7 +165,8 @@ for key in ("boxes", "labels", "masks", "orig_size", "size"):
 # **Transforms** act on the image and its target together. Training resizes the short side
 # to a size drawn from `train_min_sizes` (the `shapes` preset: 128, i.e. no change) and
 # flips left↔right and, for shapes only (a flipped triangle is still a triangle),
-# top↔bottom. Four draws of the same training image:
+# top↔bottom. Four draws of the training transforms on one image (val image 3: the
+# transforms do not care which set an image comes from):
 
 # %%
 import random
@@ -188,8 +189,15 @@ for ax, seed, what in zip(axes, (1, 4, 0, 2), ("no flip", "left↔right", "top�
 # %% [markdown]
 # **Batches.** Images of one batch may differ in size, so the data loader keeps them as a
 # list (`collate`) and the model pads them with zeros, at the bottom and right, to the
-# largest size rounded up to a multiple of 32 (so every FPN stride divides it). Boxes do
-# not move.
+# largest size rounded up to a multiple of 32, so that the backbone's strides 4, 8, 16 and
+# 32 (C2..C5, P3..P5) divide it. P6 and P7 (strides 64, 128) come from stride-2 convolutions,
+# which round up: a 128-px side gives P6 2 cells and P7 1, a 160-px side 3 and 2 — they need
+# no exact division. Boxes do not move.
+#
+# The cell below pads images in [0, 1], so the padding is black. The model pads *after*
+# normalising each image (minus the ImageNet mean, divided by its std: `preprocess` in
+# `segmenter.py`), so there a padded pixel is 0 in normalised space — the mean colour, not
+# black.
 
 # %%
 from blendmask_edu.data.batching import pad_images
@@ -207,6 +215,7 @@ print("sizes before padding:", sizes)
 #
 # Any tool that exports COCO instances (CVAT, Label Studio, makesense.ai, …) gives a file
 # this library reads: put it at `DIR/annotations.json` with the images in `DIR/images/`.
+# (The tiny set below only shows the format; its images are 96×64.)
 # From masks you already have (numpy arrays), `mask_annotation` writes the annotation —
 # RLE, area and box are all read off the mask. A two-image set of our own:
 
@@ -244,9 +253,23 @@ for i, ax in enumerate(axes):
     ax.set_title(f"my image {i + 1}", fontsize=9)
 
 # %% [markdown]
-# Training on it is then `blendmask-edu train --train my_set --val my_val ...` (the number
-# of classes is read from the file). Broken files fail early, naming the file and the
-# field: here a box that sticks out of its image.
+# **Train on photos with the `photo` preset, not `shapes`.** The default `shapes` preset is
+# made for the 128×128 synthetic images: it resizes every image to a 128-px short side (a
+# 640×480 photo shrinks 3.75×, small objects vanish) and flips it upside down half the time
+# (right for shapes, wrong for photos). For real photos:
+#
+# ```bash
+# blendmask-edu train --preset photo --train my_set --val my_val --output-dir runs/mine
+# blendmask-edu train --preset photo --image-size 480 ...   # another short side
+# ```
+#
+# The `photo` preset resizes to a 512–640-px short side, flips left↔right only and sizes
+# FCOS' levels for that scale; `--image-size S` sets the short side for training and testing.
+# The number of classes is read from the file, and `train` warns when the preset's size is
+# far from your images' (`docs/own-data.md` has the details and the cost per iteration).
+#
+# Broken files fail early, naming the file and the field: here a box that sticks out of its
+# image.
 
 # %%
 from blendmask_edu.data.coco import DatasetError
@@ -257,7 +280,7 @@ broken["annotations"][0]["bbox"] = [80.0, 10.0, 40.0, 20.0]  # x + w = 120 > wid
 try:
     CocoInstances(own / "broken.json")
 except DatasetError as err:
-    print("DatasetError:", err)
+    print("DatasetError:", str(err).replace(str(own), "my_set"))  # the temporary folder's path, shortened
 
 # %% [markdown]
 # ## Summary
@@ -278,7 +301,7 @@ except DatasetError as err:
 #
 # Solutions in the collapsed cells below.
 
-# %% solution
+# %% tags=["solution"]
 # 1. Count category ids over the annotations. The generator draws the six classes with
 #    equal probability, so the differences between the counts are chance.
 from collections import Counter
@@ -286,7 +309,7 @@ from collections import Counter
 counts = Counter(names[a["category_id"]] for a in coco["annotations"])
 print(counts.most_common())
 
-# %% solution
+# %% tags=["solution"]
 # 2. A 5×5 ring: ones on the border of the inner 3×3 square.
 ring = np.zeros((5, 5), np.uint8)
 ring[1:4, 1:4] = 1
@@ -297,7 +320,7 @@ ring_runs = np.diff(np.r_[0, changes]).tolist()
 print(ring_runs)  # [6, 3, 2, 1, 1, 1, 2, 3, 6]
 assert (segmentation_to_mask({"size": [5, 5], "counts": ring_runs}, 5, 5) == ring).all()
 
-# %% solution
+# %% tags=["solution"]
 # 3. The decoder alternates 0, 1, 0, ... starting with 0, so a mask whose first pixel is 1
 #    starts with an empty run of zeros: [0, ...]. Otherwise every value would be flipped.
 starts_with_one = np.array([[1, 0], [1, 0]], np.uint8)

@@ -72,6 +72,9 @@ ax.set_axis_off()
 # 2. the box fits the level: $m_{i-1} \le \max(l^*, t^*, r^*, b^*) \le m_i$ (§3.2). The
 #    `shapes` preset scales the paper's (64, 128, 256, 512) down to the small images:
 # 3. when several boxes qualify, the one with the **smallest area** wins.
+#
+# P3's lower bound is −1, not 0, only so that every small box fits P3 (any distance is
+# ≥ −1); P7's upper bound is ∞.
 
 # %%
 ranges = level_size_ranges(cfg.sizes_of_interest, len(cfg.strides))
@@ -85,22 +88,42 @@ describe("labels (0 = background)", t.labels)
 describe("reg (l*, t*, r*, b*)", t.reg)
 describe("gt_index (−1 = none)", t.gt_index)
 print("positives per level:", [int(p.sum()) for p in split_levels(t.labels[0] > 0, sizes)])
+# `reg` is filled for every location, also the negatives: there it holds the distances to
+# some box the location lies outside of, hence negative values (the minimum above). Only the
+# positives' rows are used by the losses.
 plot_levels(image, t.gt_index[0], sizes, cfg.strides, "matched GT instance of each location "
             "(one colour per instance; empty = background)", boxes=target["boxes"],
             categorical=True);
 
 # %% [markdown]
 # Each coloured cell is a positive, its colour the instance (and box) it must predict.
-# Small shapes are positives on P3, larger ones on P4 or P5; P6 and P7 stay empty on
-# 128×128 images with these ranges. One object can be a positive on two levels (the green
-# triangle, the purple circle): the level is chosen per *location*, by the distance to its
-# farthest side, and that distance differs from cell to cell.
+# Small shapes are positives on P3, larger ones on P4 or P5. One object can be a positive
+# on two levels: the level is chosen per *location*, by the distance to its farthest side,
+# and that distance differs from cell to cell.
+#
+# This image has no positive on P6 or P7. Over the whole val set (counted below), P6 gets
+# positives in a few images, those with a box large enough that a P6 location (there are
+# four, at x, y ∈ {32, 96}) is ≥ 64 px from its farthest side; **P7 can never** get one on
+# 128×128 images: its single location sits at (64, 64), at most 64 px from any side of a box
+# inside the image, and P7 asks for ≥ 128. Its head still runs (and learns "background").
 #
 # Center sampling matters little here: a level's objects are only a few of its strides
-# wide, so the radius of 1.5 strides already reaches every cell of the box (this image has
-# the same positives with the whole box). On COCO images, where a box spans many strides,
-# it removes the cells at box corners, often on background or on another object. A
-# smaller radius shows what the center region does:
+# wide, so the radius of 1.5 strides reaches (nearly) every cell of the box — compare the
+# printed counts for radius 1.5 and the whole box. On COCO images, where a box spans many
+# strides, it removes the cells at box corners, often on background or on another object.
+
+# %%
+per_level = torch.zeros(len(cfg.strides), dtype=torch.long)  # images with ≥ 1 positive
+for i in range(len(val)):
+    ti = fcos_targets(locations, level, [val[i][1]], cfg.strides, cfg.sizes_of_interest,
+                      cfg.center_sample_radius)
+    per_level += torch.stack([p.any() for p in split_levels(ti.labels[0] > 0, sizes)]).long()
+for lv, n in enumerate(per_level.tolist()):
+    print(f"P{lv + 3}: positives in {n:3d} of {len(val)} val images")
+
+# %% [markdown]
+# Center sampling (the radius of 1.5 strides): with a smaller radius fewer cells of each
+# box are positives:
 
 # %%
 wide = fcos_targets(locations, level, [target], cfg.strides, cfg.sizes_of_interest, 100.0)
@@ -148,7 +171,7 @@ for key in ("cls_logits", "box_reg", "centerness"):
 # %% [markdown]
 # Per level `[B, C, h, w]`; flattened over levels `[B, L, C]` with $L = 341$. What the
 # trained head predicts: the highest class probability of each location, its centerness,
-# and their product, the ranking score.
+# and their product, the score detections are ranked by (section 6).
 
 # %%
 cls_prob = fo["cls_logits"][0].sigmoid().max(dim=1).values  # [L]
@@ -157,11 +180,19 @@ plot_levels(image, cls_prob, sizes, cfg.strides, "max over classes of sigmoid(cl
             vmin=0, vmax=1, boxes=target["boxes"]);
 plot_levels(image, ctr_prob, sizes, cfg.strides, "sigmoid(centerness)", vmin=0, vmax=1,
             boxes=target["boxes"]);
+plot_levels(image, cls_prob * ctr_prob, sizes, cfg.strides,
+            "ranking score: max class probability × centerness", vmin=0, vmax=1,
+            boxes=target["boxes"]);
 
 # %% [markdown]
-# The class maps light up where the targets were: near object centres, on the level that
-# fits the object's size. The centerness is high at the centres of objects and low on
-# background and borders, which lowers the score of off-centre duplicates.
+# Compare the class map with the positives of section 2: it should light up near object
+# centres, on the level that fits the object's size (this run's model, after a short
+# training, does so only roughly). The centerness is trained **only at positive
+# locations** (its loss, below, sums over positives), so its value on background cells is
+# whatever the network happens to output there and carries no meaning; what matters is
+# that it is higher at object centres than at their borders. The product, the ranking
+# score, is high only where both are: background is suppressed by the class probability,
+# off-centre locations by the centerness.
 #
 # ## 5. Losses
 #
@@ -172,7 +203,8 @@ plot_levels(image, ctr_prob, sizes, cfg.strides, "sigmoid(centerness)", vmin=0, 
 #   L_{ctr} = \frac{1}{N_{pos}}\sum_{pos} \mathrm{BCE}(\widehat{\mathrm{ctr}}, \mathrm{ctr}^*)$$
 #
 # with the sigmoid focal loss FL ($\alpha = 0.25$, $\gamma = 2$) over every location and
-# class.
+# class. $L_{ctr}$ cannot reach 0: the best prediction, $\widehat{\mathrm{ctr}} = \mathrm{ctr}^*$,
+# still costs the entropy of the soft target (notebook 00's curves draw that floor).
 
 # %%
 with torch.inference_mode():
@@ -208,7 +240,9 @@ fig, axes = plt.subplots(1, 2, figsize=(9, 4.2), layout="constrained")
 for ax, d, name in ((axes[0], no_nms, "before NMS"), (axes[1], final, "after NMS")):
     ax.imshow(image.permute(1, 2, 0))
     keep = d["scores"] > 0.3
-    for (x0, y0, x1, y1), c in zip(d["boxes"][keep].tolist(), d["labels"][keep].tolist()):
+    order = d["scores"][keep].argsort()  # lowest score first: the best box is drawn on top
+    boxes_, labels_ = d["boxes"][keep][order], d["labels"][keep][order]
+    for (x0, y0, x1, y1), c in zip(boxes_.tolist(), labels_.tolist()):
         ax.add_patch(plt.Rectangle((x0, y0), x1 - x0, y1 - y0, fill=False, lw=1.4,
                                    color=plt.cm.tab10(c - 1), label=tm.class_names[c - 1]))
     ax.set_title(f"{name}: {int(keep.sum())} boxes with score > 0.3", fontsize=9)
@@ -226,15 +260,20 @@ for loc in final["loc_index"][keep].unique().tolist():  # one location, several 
 
 # %% [markdown]
 # Before NMS each object is found by several neighbouring locations; NMS keeps the best of
-# each cluster (the stack of circle boxes on the magenta circle becomes one). It is
-# *class-wise*: boxes of different classes survive side by side, and one location that is
-# unsure of the class keeps a box for each class above the threshold. Those boxes are the
-# same box, drawn on top of each other, so the picture shows only the last colour; the
-# printed list names them. On the little cross the location says star (0.61) before cross
-# (0.49), and on the yellow triangle triangle and square are nearly tied: the best guess
-# can be wrong, but COCO AP scores each class on its own, so the right class's box still
-# counts and the wrong ones cost little. Every detection remembers the location that
-# predicted it (`loc_index`): the mask branch reads that location's attention (notebook 05).
+# each cluster of the same class. It is *class-wise*: boxes of different classes survive
+# side by side, and one location that is unsure of the class keeps a box for each class
+# above the threshold. Those boxes are the same box; the picture draws boxes from the
+# lowest score to the highest, so the colour you see on such a stack is its best class, and
+# the printed list names all of them (this run's model: the classes and scores differ from
+# run to run).
+#
+# Such wrong-class boxes are not free. COCO AP is computed per class: a confident "star"
+# box on a cross is a false positive in the star ranking, and if it scores higher than
+# some true stars it lowers the star class's precision at every recall level above it.
+# The right class's box on the same object still counts as a true positive for its own
+# class, so the damage is to the *other* class's AP. Every detection remembers the location
+# that predicted it (`loc_index`): the mask branch reads that location's attention
+# (notebook 05).
 #
 # ## Summary
 # - Every location of P3..P7 predicts class scores, $(l, t, r, b)$ and centerness.
@@ -252,7 +291,7 @@ for loc in final["loc_index"][keep].unique().tolist():  # one location, several 
 # 2. Count the positives of this image with `center_sample_radius` 0.5, 1.5 and 3.
 # 3. How many detections of this image remain with `score_thresh=0.3`?
 
-# %% solution
+# %% tags=["solution"]
 # 1. At the centre l* = t* = r* = b* = 25, in P4's range [16, 32]. But the P5 cells at
 #    (48, 48), (80, 48), ... are also inside the center region, and from there the farthest
 #    side is 33–49 pixels away: P5's range. The level is decided per location.
@@ -261,13 +300,13 @@ t1 = fcos_targets(locations, level, [box], cfg.strides, cfg.sizes_of_interest, 1
 for i in (t1.labels[0] > 0).nonzero()[:, 0].tolist():
     print(f"P{int(level[i]) + 3} location {locations[i].tolist()}: l*, t*, r*, b* = {t1.reg[0, i].tolist()}")
 
-# %% solution
+# %% tags=["solution"]
 # 2. A larger radius gives more positives per object, until the whole box is used.
 for r in (0.5, 1.5, 3.0):
     tr = fcos_targets(locations, level, [target], cfg.strides, cfg.sizes_of_interest, r)
     print(f"radius {r}: {int((tr.labels > 0).sum())} positives")
 
-# %% solution
+# %% tags=["solution"]
 # 3. The threshold applies to the class probability before ranking.
 strict = detect_image(*args, dataclasses.replace(cfg, score_thresh=0.3))
 print(len(strict["boxes"]), "detections")

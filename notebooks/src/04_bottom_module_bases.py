@@ -1,11 +1,11 @@
 # %% [markdown]
 # # 04 · The bottom module: K bases for the whole image
 #
-# BlendMask's *bottom-up* half (Chen et al. 2020, §3.2) predicts a few full-image maps,
+# BlendMask's *bottom-up* half (Chen et al. 2020, §3.3) predicts a few full-image maps,
 # the **bases**, once per image. They are shared by all objects: no basis belongs to an
 # object. An object's mask is later mixed from the bases *inside its box*
 # (notebooks 05–06). This notebook builds the module that predicts them, looks at what a
-# trained one predicts, and at the auxiliary loss that helps it learn.
+# trained one predicts, and at the auxiliary loss that shapes the features it reads.
 #
 # **What you will learn**
 # - the bottom module: P3, P4, P5 → one map at stride 8 → ×2 upsample → K bases at 1/4 of
@@ -35,9 +35,12 @@ _ = torch.manual_seed(0)  # the random features below are the same on every run
 # P5 [B, D, H/32, W/32] ─ conv3×3 ─┘     ─► ×2 upsample ─► conv3×3 ─► conv1×1 ─► bases [B, K, H/4, W/4]
 # ```
 #
-# It is the decoder of the paper's §3.2 (like YOLACT's ProtoNet and DeepLab's decoder):
-# every conv is followed by GroupNorm and ReLU, except the last 1×1 conv, whose outputs are
-# the bases, unbounded and signed. `BottomModule` takes only a `BlenderConfig`, the FPN width
+# It is the decoder of the paper's §3.3 (like YOLACT's ProtoNet and DeepLab's decoder):
+# every conv is followed by a normalisation and ReLU, except the last 1×1 conv, whose
+# outputs are the bases, unbounded and signed. The normalisation here is GroupNorm, the
+# library's choice (it does not depend on the batch size or its split across GPUs); the
+# paper does not fix it, and AdelaiDet's code uses BatchNorm (SyncBN on several GPUs) with
+# 128 channels and 3 tower convs, where the `shapes` preset uses 64 channels and 2. `BottomModule` takes only a `BlenderConfig`, the FPN width
 # and the number of classes (for the auxiliary head), so it can be built here with random
 # weights and fed random features of the right shapes:
 
@@ -89,7 +92,9 @@ assert torch.allclose(bases, out["bases"])
 # ×2, cannot draw what P3 cannot see — the hole of a ring, the arms of a 20-px star.
 # `BlenderConfig(bottom_c2=True)` (beyond the paper; on in the `shapes` preset) adds
 # conv3×3(C2) after the ×2 upsample, where C2 is the backbone's own stride-4 map (not
-# through the FPN), as DeepLabv3+'s decoder adds its low-level features:
+# through the FPN). The idea is DeepLabv3+'s decoder, which brings in the backbone's
+# low-level features at 1/4; the way differs: DeepLabv3+ reduces them with a 1×1 conv and
+# *concatenates* them, this library *adds* a conv3×3 of C2:
 #
 # ```
 # tower ─► ×2 upsample ─► (+) ─► conv3×3 ─► conv1×1 ─► bases [B, K, H/4, W/4]
@@ -97,10 +102,22 @@ assert torch.allclose(bases, out["bases"])
 # C2 [B, 24, H/4, W/4] ─ conv3×3
 # ```
 #
-# The bases keep their shape; only one conv (and its GroupNorm) is added. On the demo's
-# training (1538 iterations, one H100; README, "Training throughput") it lifted mask AP
-# from 0.469 to 0.561 / 0.567 (seeds 0 / 1), for about no time on the CPU step. On
-# COCO-sized images P3 is fine enough and the option is off by default.
+# The bases keep their shape; only one conv (and its GroupNorm) is added, but it runs at
+# 1/4 resolution. The measurements behind the choice are recorded next to the preset, in
+# `config.py` (mask AP with and without C2), and in `docs/measurements.md` (the cost per
+# CPU training step); the next cell prints both records. On COCO-sized images P3 is fine
+# enough and the option is off by default.
+
+# %%
+import inspect
+
+import blendmask_edu.config as config_module
+from blendmask_edu.tutorial import docs_path
+
+preset_source = inspect.getsource(config_module.shapes_preset).splitlines()
+start = next(i for i, ln in enumerate(preset_source) if "stride-4 map (C2)" in ln)
+print("\n".join(ln.strip() for ln in preset_source[start : start + 3]))
+print(next(ln for ln in docs_path("measurements.md").read_text().splitlines() if "C2 costs" in ln))
 
 # %%
 cfg_c2 = BlenderConfig(K=4, bottom_channels=64, bottom_num_convs=2, bottom_c2=True)  # the preset
@@ -116,7 +133,8 @@ print("parameters of the C2 conv:", sum(p.numel() for p in bottom_c2.c2.paramete
 # ## 2. Trained bases
 #
 # The bases of the trained model for four val images. A diverging colour map: red
-# positive, blue negative, white zero, each panel scaled to its own largest absolute value.
+# positive, blue negative, white zero, each panel scaled to its own largest absolute value
+# (its colour bar gives the scale).
 
 # %%
 from blendmask_edu.viz.blendmask_figures import plot_bases
@@ -131,18 +149,57 @@ describe("bases of image 0", run["masks"][0]["bases"])
 plot_bases(images, [m["bases"] for m in run["masks"]]);
 
 # %% [markdown]
-# What to notice (notebook 09 measures it):
+# Which basis does what is learned, and another training run (another CPU, a GPU, full
+# mode) orders and shapes them differently. So instead of describing "basis 1" by eye, the
+# cell below *measures* a role for each basis of this model, over the first val images
+# (`basis_roles`, notebook 09 explains the measures): the mean inside objects, on their
+# edges and on background, and the mean crop of the basis in the ground-truth boxes, left
+# half vs right half and top vs bottom. Each basis is named by its largest contrast.
+
+# %%
+from blendmask_edu.tutorial import pick
+from blendmask_edu.viz.bases_probe import basis_roles, probe_bases, role_text
+
+roles = basis_roles(probe_bases(model, val, num_images=pick(40, 200)))
+for r in roles:
+    print(role_text(r))
+
+# %% [markdown]
+# What to notice, in the figure and the numbers:
 # - the bases are not masks of objects: they are signed maps over the whole image, and
 #   every object is covered by all four;
-# - they follow the objects, sharply: with the C2 input they draw outlines one bases cell
-#   wide. Basis 1 is red (positive) inside many shapes — the yellow ring's band in the first
-#   row, the triangle in the second, the magenta and the red circle in the third. Basis 3
-#   marks edges of one orientation: red along the left side of shapes, blue along their
-#   right side. Bases 2 and 4 are blue almost everywhere; basis 4 leaves thin white (≈ 0)
-#   outlines around the shapes, basis 2 is darkest along outlines;
-# - no basis belongs to a class: basis 1 is red inside triangles, circles and rings alike;
-# - not everything is about objects: basis 1 is pale red on much of the background of the
-#   first row, and every basis carries some speckle from the noisy backgrounds.
+# - they follow the objects' outlines closely (one bases cell is 4 pixels);
+# - they need not all do different things: in a short run several bases can share the same
+#   main contrast (objects against background, with either sign) and differ in a second one
+#   (one side of the box, edges) — the printed roles give both, for this model. A basis that
+#   is "lower inside objects" is as useful as one that is higher there: the attention mixes
+#   them with weights, and the sign is only a convention of this run;
+# - no basis belongs to a class: the same basis is high (or low) inside shapes of every
+#   class (notebook 09 tabulates it by class);
+# - every basis carries some speckle from the noisy backgrounds.
+#
+# **What C2 adds.** The same trained model, its C2 term switched off (a forward hook makes
+# `conv3×3(C2)` output zeros) — not a model trained without C2, only what this model's
+# bases owe to the stride-4 path:
+
+# %%
+hook = model.mask_branch.bottom.c2.register_forward_hook(lambda mod, inp, out: torch.zeros_like(out))
+try:
+    with torch.inference_mode():
+        without = model.run([images[0]])["masks"][0]["bases"]
+finally:
+    hook.remove()
+with_c2 = run["masks"][0]["bases"]
+plot_bases([images[0], images[0]], [with_c2, without]);
+change = (with_c2 - without).abs().mean((1, 2)) / with_c2.abs().mean((1, 2))
+print("mean |change| without the C2 term, relative to the basis' mean |value|:",
+      [f"{float(c):.0%}" for c in change])
+
+# %% [markdown]
+# Top row: the bases as trained; bottom row: the same model without its C2 term, i.e. what
+# P3..P5 alone (8 pixels a cell, upsampled ×2) give. What differs between the rows is what
+# the C2 path contributes; the printed numbers say how much of each basis it carries in
+# this model.
 #
 # Each basis on its own, with the image under it — move the sliders (in Jupyter; on GitHub
 # you see the first image and basis 1):
@@ -156,11 +213,12 @@ BasesExplorer(model, val)
 # ## 3. The auxiliary semantic-segmentation loss
 #
 # The mask loss reaches the bases only through the pixels inside boxes. The paper (§4)
-# adds a semantic-segmentation head on the same features, trained with a per-pixel
-# cross-entropy over $C + 1$ classes (0 = background), which gives the bottom features a
-# dense signal everywhere. The library's head sits on P3; its targets are built on the fly
-# from the instance masks: a P3 cell gets the class of the instance covering its centre
-# pixel.
+# adds a semantic-segmentation head, trained with a per-pixel cross-entropy over $C + 1$
+# classes (0 = background), for a dense signal everywhere. The library's head reads **P3
+# directly**, not the bottom module's layers: its gradient trains the backbone and the FPN
+# — the features the bottom module (and FCOS) read — and never reaches the bottom module's
+# own convs. Its targets are built on the fly from the instance masks: a P3 cell gets the
+# class of the instance covering its centre pixel.
 
 # %%
 sem = semantic_targets(list(targets), size=(16, 16), stride=8)
@@ -190,9 +248,9 @@ cbar.ax.set_yticklabels(names);
 # %% [markdown]
 # At stride 8 a 128×128 image is 16×16 cells, so small shapes are one or two cells and
 # the semantic map is coarse. The head learns quickly where shapes are (foreground vs
-# background), more slowly which class each one is. Only the loss asks for it
-# (`with_seg=True`, in training and for the validation loss); inference skips it, and only
-# its effect on the shared features stays.
+# background), more slowly which class each one is (compare the rows for this run's
+# model). Only the loss asks for it (`with_seg=True`, in training and for the validation
+# loss); inference skips it, and only its effect on the shared backbone/FPN features stays.
 #
 # ## Summary
 # - The bottom module merges P3..P5 at stride 8, refines, upsamples ×2 and predicts K
@@ -202,7 +260,8 @@ cbar.ax.set_yticklabels(names);
 # - Bases are shared by all instances; they are not masks. Instances differ only in how
 #   they mix the bases (the attention, notebook 05).
 # - The auxiliary semantic loss (weight 0.3 in the `shapes` preset) trains a class map on
-#   P3 from targets made of the instance masks.
+#   P3 from targets made of the instance masks; it shapes the backbone/FPN features, not
+#   the bottom module's own layers.
 #
 # ## Exercises
 # 1. What are the sizes of P3 and of the bases for a 96×160 image?
@@ -210,18 +269,18 @@ cbar.ax.set_yticklabels(names);
 # 3. Build it with `aux_seg_loss=False`: what does it return when asked for the semantic
 #    logits (`with_seg=True`) now?
 
-# %% solution
+# %% tags=["solution"]
 # 1. 96×160 is already a multiple of 32: P3 is 12×20, the bases 24×40.
 with torch.no_grad():
     f = {n: torch.randn(1, 64, 96 // s, 160 // s) for n, s in (("p3", 8), ("p4", 16), ("p5", 32))}
     describe("bases", bottom(f)["bases"])
 
-# %% solution
+# %% tags=["solution"]
 # 2. Only the last 1×1 conv: 64·K weights + K biases, so K = 8 adds 4·65 = 260 parameters.
 b8 = BottomModule(BlenderConfig(K=8, bottom_channels=64, bottom_num_convs=2), 64, 6)
 print(b8.to_bases, sum(p.numel() for p in b8.parameters()) - sum(p.numel() for p in bottom.parameters()))
 
-# %% solution
+# %% tags=["solution"]
 # 3. Only the bases: there is no semantic head to run.
 b0 = BottomModule(BlenderConfig(K=4, bottom_channels=64, bottom_num_convs=2, aux_seg_loss=False), 64, 6)
 print(sorted(b0(features, with_seg=True)))

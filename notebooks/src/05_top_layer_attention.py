@@ -4,7 +4,7 @@
 # The bases (notebook 04) are the same for every object. What makes a mask belong to one
 # object is its **attention**: for each basis, a coarse $M \times M$ map over the object's
 # box that says how much of that basis to use where. BlendMask's *top layer* (Chen et al.
-# 2020, §3.3) predicts one such attention at **every location** of FCOS, next to the box;
+# 2020, §3.4) predicts one such attention at **every location** of FCOS, next to the box;
 # a detection takes the attention of the location that detected it.
 #
 # **What you will learn**
@@ -86,10 +86,12 @@ level = out["fcos"]["level"][det["loc_index"][:5]]
 print("levels of the 5 best detections:", [f"P{int(lv) + 3}" for lv in level])
 
 # %% [markdown]
-# The raw numbers are logits. The blender turns them into weights with a softmax **over
-# the K bases** at each position (notebook 06, Eq. 3), so only differences between bases
-# matter. Here are the three best detections: the box, the four raw maps (one colour scale
-# per detection), and the softmax over K at 14×14 (0 to 1).
+# The raw numbers are logits. The blender first upsamples them from M×M to R×R (Eq. 2),
+# then turns them into weights with a softmax **over the K bases** at each position (Eq. 3,
+# notebook 06), so only differences between bases matter. Here are the three best
+# detections: the box, the four raw 14×14 maps (one colour scale per detection), and the
+# weights exactly as the blender computes them — softmax over K of the attention upsampled
+# to R×R = 28×28 (`attention_weights` of `model.run`), from 0 to 1.
 
 # %%
 from blendmask_edu.viz.overlay import draw_instances
@@ -98,14 +100,15 @@ fig, axes = plt.subplots(3, 9, figsize=(17, 6.2), layout="constrained",
                          gridspec_kw={"width_ratios": [1.3] + [1] * 8})
 for row in range(3):
     one = {k: det[k][row : row + 1] for k in ("boxes", "labels", "scores")}
-    draw_instances(axes[row, 0], image, one, tm.class_names, score_thresh=0.0)
+    draw_instances(axes[row, 0], image, one, tm.class_names, score_thresh=0.0, ids=[row])
     a = attention[row]  # [K, M, M]
+    weights = out["masks"][0]["attention_weights"][row]  # [K, R, R]: softmax_K(upsample(a))
     lim = float(a.abs().max())
     for k in range(4):
         im_raw = axes[row, 1 + k].imshow(a[k], cmap="RdBu_r", vmin=-lim, vmax=lim)
         axes[row, 1 + k].set_title(f"a{k + 1} (raw)", fontsize=8)
-        im_soft = axes[row, 5 + k].imshow(a.softmax(0)[k], cmap="viridis", vmin=0, vmax=1)
-        axes[row, 5 + k].set_title(f"softmax over K: basis {k + 1}", fontsize=8)
+        im_soft = axes[row, 5 + k].imshow(weights[k], cmap="viridis", vmin=0, vmax=1)
+        axes[row, 5 + k].set_title(f"weight s{k + 1} (R×R)", fontsize=8)
     fig.colorbar(im_raw, ax=axes[row, 1:5], shrink=0.8, pad=0.01)
 fig.colorbar(im_soft, ax=axes[:, 5:], shrink=0.6, label="weight of the basis")
 for ax in axes.flat:
@@ -113,24 +116,51 @@ for ax in axes.flat:
     ax.set_yticks([])
 
 # %% [markdown]
-# Each 14×14 map covers the detection's box, whatever its size. The softmax splits the
-# box into regions, and each region is given (mostly) to one basis. Which basis gets which
-# region is learned. In this model the border of the box goes to basis 4, a band along
-# its left side to basis 3, the centre and the right part to basis 1 and a thin strip at
-# the right edge to basis 2 — for the three detections alike (the red ring twice, the
-# yellow ring). The split is not symmetric: it pairs with the bases of notebook 04, where
-# basis 3 is red along the *left* side of shapes, so the attention takes basis 3 where a
-# left edge is to be expected. The attention carries a prior about where in its box an
-# object lies; the shape comes from the bases cropped to the box (notebook 06).
+# Each map covers the detection's box, whatever its size. The softmax splits the box into
+# regions, and each region is given (mostly) to one basis. Which basis gets which region is
+# learned, and differs from one training run to the next. To say it for *this* model
+# without reading indices off a picture, the cell below prints each basis' measured role
+# (from its values over val images, as in notebook 04) next to the mean weight it gets, over
+# the ten best detections, in the centre of the box, in its border ring, and in its left
+# and right halves:
+
+# %%
+from blendmask_edu.tutorial import pick
+from blendmask_edu.viz.bases_probe import basis_roles, probe_bases, role_text
+
+roles = basis_roles(probe_bases(model, val, num_images=pick(40, 200)))
+w = out["masks"][0]["attention_weights"][:10]  # [10, K, R, R]
+R = w.shape[-1]
+border = torch.ones(R, R, dtype=torch.bool)
+border[R // 4 : -(R // 4), R // 4 : -(R // 4)] = False
+for r in roles:
+    k = r["basis"]
+    print(f"{role_text(r).split(' (')[0]:55s} weight: centre {float(w[:, k][:, ~border].mean()):.2f}"
+          f"  border {float(w[:, k][:, border].mean()):.2f}  left {float(w[:, k, :, : R // 2].mean()):.2f}"
+          f"  right {float(w[:, k, :, R // 2 :].mean()):.2f}")
+
+# %% [markdown]
+# Compare each basis' role with where its weight goes (this run's numbers): a basis that is
+# higher inside objects tends to get the centre of the box, one that is lower inside
+# objects (it says "background") the border, and a basis that is higher on one side of a
+# box the weight on that side. Where a line does not fit this pattern, the model found
+# another use for that basis. The attention is *not* only a position prior, though: it is predicted per
+# detection, from the features at its location, and can take the shape of its object — a
+# ring-shaped region for a ring, for example (look at the weight maps above). The paper
+# makes the same point where it discusses what the learned bases and attentions encode:
+# the attention carries instance-level information — coarse shape and pose — at M×M, the
+# bases carry the fine, position-sensitive detail at 1/4 of the image; the mask needs both
+# (notebook 06).
 #
-# Which basis wins at each position (argmax over K), for the ten best detections:
+# Which basis wins at each position (argmax over K of the upsampled attention, as the
+# blender sees it), for the ten best detections:
 
 # %%
 fig, axes = plt.subplots(2, 10, figsize=(15, 3.4), layout="constrained")
 for i in range(10):
     one = {k: det[k][i : i + 1] for k in ("boxes", "labels", "scores")}
-    draw_instances(axes[0, i], image, one, tm.class_names, score_thresh=0.0)
-    im = axes[1, i].imshow(attention[i].argmax(0), cmap="tab10", vmin=-0.5, vmax=9.5)
+    draw_instances(axes[0, i], image, one, tm.class_names, score_thresh=0.0, ids=[i])
+    im = axes[1, i].imshow(w[i].argmax(0), cmap="tab10", vmin=-0.5, vmax=9.5)
     axes[1, i].set_title(f"#{i}: argmax$_k$", fontsize=8)
 for ax in axes.flat:
     ax.set_axis_off()
@@ -139,11 +169,13 @@ cbar.ax.set_ylim(-0.5, 3.5)
 cbar.ax.set_yticklabels([f"basis {k + 1}" for k in range(4)]);
 
 # %% [markdown]
-# The layout is the same for every detection, but not the sizes: the regions of bases 1
-# and 3 are wider or narrower from one detection to the next (compare #0, where basis 1
-# takes most of the box, with #4, the small triangle, where basis 3 takes the whole left
-# half and basis 2 a wider strip on the right). That is where the attention adapts to its
-# object. Notebook 09 measures how much it
+# Read the strip with notebook 03 in mind: the ten best detections of an image are not ten
+# objects. Several are duplicates of one object — a neighbouring location, or the same
+# location with another class (class-wise NMS keeps both) — and some carry a wrong label
+# (this run's model; the tags give class and score). Each still has its own attention,
+# which is why they are shown: compare the duplicates of one object, whose attentions are
+# similar, with detections of different objects, where the regions change size and shape.
+# That is where the attention adapts to its object. Notebook 09 measures how much it
 # varies over the whole val set.
 
 # %% [markdown]
@@ -162,18 +194,18 @@ cbar.ax.set_yticklabels([f"basis {k + 1}" for k in range(4)]);
 # 3. From which levels did the 20 best detections of this image come? Compare with the
 #    sizes of their boxes.
 
-# %% solution
+# %% tags=["solution"]
 # 1. 64·K·M²·9 + K·M² grows with M²: M = 28 gives four times the M = 14 layer.
 for M in (7, 14, 28):
     t = TopLayer(BlenderConfig(K=4, M=M), in_channels=64)
     print(M, sum(p.numel() for p in t.parameters()))
 
-# %% solution
+# %% tags=["solution"]
 # 2.
 s = attention[0].softmax(dim=0)  # [K, M, M]
 print(torch.allclose(s.sum(0), torch.ones(14, 14)))
 
-# %% solution
+# %% tags=["solution"]
 # 3. Small boxes come from P3, larger ones from P4/P5 (the size ranges of notebook 03).
 lv = out["fcos"]["level"][det["loc_index"][:20]] + 3
 side = (det["boxes"][:20, 2:] - det["boxes"][:20, :2]).max(1).values

@@ -1,7 +1,7 @@
 # %% [markdown]
 # # 06 · The blender: four equations that make a mask
 #
-# The blender (Chen et al. 2020, §3.4) is where the bottom-up bases (notebook 04) and the
+# The blender (Chen et al. 2020, §3.5) is where the bottom-up bases (notebook 04) and the
 # top-down attention (notebook 05) meet. For a detection $d$ with box $p_d$, bases
 # $B \in \mathbb{R}^{K \times \frac{H}{4} \times \frac{W}{4}}$ and attention
 # $a_d \in \mathbb{R}^{K \times M \times M}$:
@@ -175,8 +175,11 @@ pasted = paste_masks(mb["masks"], det["boxes"], image.shape[-2:])
 describe("pasted masks", pasted)
 
 # %% [markdown]
-# One detection, every step (rows: Eq. 2–3 at M×M and at R×R, Eq. 1, the products of
-# Eq. 4; last column: the box, the sum $m$, its sigmoid and the ground truth):
+# One detection, every step. Row 1 is *not* a step of the blender: it is the softmax over K
+# of the raw M×M attention, a view of what the top layer predicted. The blender's steps are
+# rows 2–4: the weights $s$ = softmax over K of the attention upsampled to R×R (Eq. 2–3),
+# the crops $r$ (Eq. 1) and the products $s^k \circ r^k$ (Eq. 4). Last column: the box, the
+# sum $m$, its sigmoid and the ground truth.
 
 # %%
 from blendmask_edu.viz.blending import detection_intermediates, plot_detection_blending
@@ -191,21 +194,35 @@ plot_detection_blending(image, det["boxes"][i], inter, f"#{i}: {name} {float(det
 # %% [markdown]
 # Read it column by column: where $s_k$ is bright, the mask takes basis $k$'s crop. The
 # products (row 4) are the crops with everything outside each basis' region switched
-# off; their sum (right) is the mask logits.
-#
-# This detection is the red ring, whose left side the purple ring hides. The attention
-# splits its box into zones: the centre and right part take basis 1, whose crop is
-# positive along the ring's visible arc; a band on the left takes basis 3, whose crop is
-# negative there (where the purple ring lies) but for a red spot at the top; a thin strip
-# at the right edge takes basis 2 and the border basis 4, both negative. The sum is the
-# visible crescent, with the hidden left part pushed to "off" by basis 3 and only a faint
-# blur left of it: close to the GT, which is only the *visible* part of the ring.
+# off; their sum (right) is the mask logits. How this detection's mask is made — which
+# basis carries it, how well it fits — is this run's; the cell below measures it: for each
+# basis, its share of the weight in the box and what its product adds inside the GT mask
+# and outside it.
+
+# %%
+prod = inter["attention_weights"] * inter["basis_crops"]  # [K, R, R] the products of Eq. 4
+inside = gt.bool()
+for k in range(prod.shape[0]):
+    print(f"basis {k + 1}: weight share {float(inter['attention_weights'][k].mean()):.2f}; "
+          f"product mean inside the GT {float(prod[k][inside].mean()) if inside.any() else float('nan'):+.2f}, "
+          f"outside {float(prod[k][~inside].mean()) if (~inside).any() else float('nan'):+.2f}")
+pred = inter["masks"] > 0.5
+print(f"mask IoU with the GT in the box: {float((pred & inside).sum() / (pred | inside).sum().clamp(min=1)):.2f}")
+
+# %% [markdown]
+# A basis whose product is positive inside the GT and negative outside draws the object; one
+# that is negative everywhere pushes its region to "off". The GT is only the *visible* part
+# of the shape: where another shape covers it, the mask should be off too.
 #
 # ## 3. Bilinear or nearest?
 #
 # The paper upsamples the attention bilinearly; its ablations compare bilinear with
 # nearest-neighbour upsampling, and bilinear wins. With nearest, each attention cell becomes
-# a $\frac{R}{M} \times \frac{R}{M}$ block, and the block edges show in the mask.
+# a $\frac{R}{M} \times \frac{R}{M}$ block of equal weights. Here $R/M = 28/14 = 2$: the
+# blocks are 2×2 pixels of the 28×28 mask, and since the crops $r$ are the same in both, the
+# mask changes only where the weights switch from one basis to another. At this ratio the
+# steps are hard to see in the masks themselves; the |difference| column shows where they
+# are. (The paper's settings have $R/M \geq 4$, e.g. 56/14, where blocks are larger.)
 
 # %%
 nearest = blend(mb["basis_crops"], mb["attention"], "nearest")
@@ -223,7 +240,8 @@ fig.colorbar(im, ax=axes, shrink=0.6, label="mask probability");
 
 # %% [markdown]
 # (This model was trained with bilinear upsampling, so nearest is also a mismatch with
-# training; the differences sit where attention cells meet.)
+# training; the differences sit where the weights change between neighbouring attention
+# cells.)
 #
 # ## 4. How the blender learns: the mask loss
 #
@@ -235,6 +253,10 @@ fig.colorbar(im, ax=axes, shrink=0.6, label="mask probability");
 #
 # $$L_{mask} = \frac{\sum_d \mathrm{ctr}^*_d\ \mathrm{mean}_{R \times R}\,
 #   \mathrm{BCE}(m_d, \mathrm{target}_d)}{\sum_d \mathrm{ctr}^*_d}$$
+#
+# The printed `loss_mask` is $w_{mask} L_{mask}$ with the preset's `mask_loss_weight`
+# $w_{mask} = 2$, and the printed `loss_sem` is the semantic loss of notebook 04 times its
+# weight 0.3 (both printed below the losses): these are the numbers training adds up.
 
 # %%
 from blendmask_edu.modeling.backbone import pyramid_levels
@@ -246,6 +268,9 @@ with torch.inference_mode():
     fcos_train = model.fcos(pyramid_levels(run["features"]), run["image_sizes"], [target])
     losses = model.mask_branch.forward_train(run["features"], fcos_train, [target])
 print({k: round(v.item(), 4) for k, v in losses.items()})
+bcfg = model.mask_branch.cfg
+print(f"weights included above: loss_mask × {bcfg.mask_loss_weight:g} (the preset's mask_loss_weight), "
+      f"loss_sem × {bcfg.aux_seg_weight:g} (aux_seg_weight)")
 fig, axes = plt.subplots(1, len(mt) + 1, figsize=(2 * (len(mt) + 1), 2.2), layout="constrained")
 axes[0].imshow(image.permute(1, 2, 0))
 axes[0].set_title("image", fontsize=9)
@@ -282,23 +307,26 @@ BlendingExplorer(model, val, tm.class_names)
 # 3. Move the tiny example's box 2 pixels (half a bases cell) to the right. Predict the new
 #    crop of basis 1, then check with `crop_bases`. What happens if you move it 4 pixels?
 
-# %% solution
+# %% tags=["solution"]
 # 1. A softmax over one element is 1 everywhere: the attention would have no effect and the
-#    mask would be the crop of the single basis. So for K = 1 `blend` uses a sigmoid instead,
-#    as the paper's K = 1 row does (notebook 10): mask = σ(a') ∘ r. With an attention
-#    already at R × R the upsampling changes nothing, so this checks it directly:
+#    mask would be the crop of the single basis. So for K = 1 the paper (Table 3's caption)
+#    applies a sigmoid to both the basis and the attention, and `blend` does the same:
+#    mask probability = σ(a') ∘ σ(r), returned as its logit (so that `.sigmoid()` gives it
+#    back). With an attention already at R × R the upsampling changes nothing, so this
+#    checks it directly:
 a1 = torch.randn(len(crops), 1, *crops.shape[-2:])  # [N, 1, R, R]
 one = blend(crops[:, :1], a1, "bilinear")
-print(torch.allclose(one["mask_logits"], a1[:, 0].sigmoid() * crops[:, 0]))
+print(torch.allclose(one["mask_logits"].sigmoid(), a1[:, 0].sigmoid() * crops[:, 0].sigmoid(),
+                     atol=1e-5))
 
-# %% solution
+# %% tags=["solution"]
 # 2. Nearest: output position i reads input floor(i · M / R): rows [1,0],[1,0],[0,1],[0,1].
 U_nearest = torch.tensor([[1.0, 0.0], [1.0, 0.0], [0.0, 1.0], [0.0, 1.0]])
 a_n = U_nearest @ attention[0] @ U_nearest.T
 m_n = (a_n.softmax(0) * r_hand).sum(0)
 print(torch.allclose(blend(r_hand[None], attention, "nearest")["mask_logits"][0], m_n))
 
-# %% solution
+# %% tags=["solution"]
 # 3. Half a cell to the right: every sample of the ramp reads half a column further, +0.5.
 #    With 4 pixels the last sample lands at x = 3.25, beyond the last cell centre (3):
 #    RoIAlign clamps it to the border value, 3, instead of extrapolating to 3.25.

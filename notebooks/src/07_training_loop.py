@@ -17,6 +17,7 @@
 # %%
 import inspect
 import json
+import os
 import tempfile
 from pathlib import Path
 
@@ -25,12 +26,14 @@ import torch
 from blendmask_edu.config import shapes_preset
 from blendmask_edu.engine.checkpoint import load_checkpoint
 from blendmask_edu.engine.trainer import Trainer
-from blendmask_edu.tutorial import cached_data, cached_model, describe
-from blendmask_edu.viz.curves import plot_curves, read_metrics
+from blendmask_edu.tutorial import cached_data, cached_model, describe, shown, val_dataset
+from blendmask_edu.viz.curves import centerness_floor, plot_curves, read_metrics
 
 train_dir, val_dir = cached_data()
-work = Path(tempfile.mkdtemp(prefix="blendmask_07_"))
-print("runs of this notebook go to", work)
+scratch = Path(tempfile.mkdtemp(prefix="blendmask_07_"))
+os.chdir(scratch)  # the runs of this notebook go here, and print short relative paths
+work = Path(".")
+print("runs of this notebook go to", shown(scratch))
 
 # %% [markdown]
 # ## 1. The loop
@@ -40,15 +43,21 @@ print("runs of this notebook go to", work)
 #     images, targets = next(batches)          # InfiniteBatchSampler: resumable, DDP-split
 #     losses = model(images, targets)          # dict of loss terms (autocast on CUDA)
 #     backward (GradScaler on CUDA) → clip → optimizer.step → scheduler.step
-#     every log_period: check the terms are finite, log a line to metrics.jsonl
+#     with a time budget, every 10 iterations: refit the total number of iterations
+#     every log_period or checkpoint_period, after the step: check that the loss terms of
+#         all steps since the last check are finite (else stop), then
+#     every log_period: log a line to metrics.jsonl
 #     every checkpoint_period: checkpoint_last.pt (atomic); every eval_period: evaluate
 # final evaluation (val losses + COCO AP) → eval.json
 # ```
 #
 # One iteration is `Trainer.step`; it is short enough to read whole. It returns the loss
 # terms as *tensors*: reading a number out of a GPU tensor (`.item()`) makes the CPU wait
-# for the GPU, so the loop looks at the values only every `log_period` steps — then it
-# checks that they are finite (a NaN stops the run, the last checkpoint untouched).
+# for the GPU, so the loop looks at the values only every `log_period` (or
+# `checkpoint_period`) steps, *after* those steps have run — then it checks that the terms
+# of every step since the last check are finite. A NaN stops the run before the next
+# checkpoint is written, so the last checkpoint is one from before the NaN; the steps
+# between it and the check did run (on bad numbers) and are lost.
 
 # %%
 print(inspect.getsource(Trainer.step))
@@ -95,16 +104,21 @@ train_records, eval_records = read_metrics(tm.run_dir)
 print(len(train_records), "training records; evaluations:")
 for r in eval_records:
     print(f"  iter {r['iter']}: val loss {r['val']['loss']:.3f}, mask AP {r['eval']['segm']['AP']:.3f}")
-plot_curves(tm.run_dir);
+last_iter = train_records[-1]["iter"]
+recent = [r["loss"] for r in train_records if r["iter"] > last_iter - 60]
+print(f"training loss over the last 60 iterations: {min(recent):.3f} to {max(recent):.3f}")
+ctr_floor = centerness_floor(val_dataset(tm.cfg), tm.cfg.model.fcos)
+plot_curves(tm.run_dir, ctr_floor=ctr_floor);
 
 # %% [markdown]
 # How to read them: the total loss should fall fast at first, then slowly; a term that
 # rises for long is a warning. A validation loss well above the training loss at the same
 # iteration means the model fits the training images better than new ones (overfitting);
-# here the val loss (1.69) is within the range of the last training losses (1.53–1.70 over
-# the last 60 iterations), and one evaluation cannot show a trend. `loss_ctr` hardly moves: the BCE of a soft target (the
-# centerness is between 0 and 1) cannot reach 0. The learning rate rises during the
-# warm-up, then follows a cosine to zero at the last iteration.
+# compare the printed val loss with the range of the last training losses — and one
+# evaluation cannot show a trend. `loss_ctr` flattens early, a little above the dotted line: the BCE of
+# a soft target (the centerness is between 0 and 1) cannot go below the target's entropy,
+# averaged here over the val set's positives (notebook 00). The learning rate rises during
+# the warm-up, then follows a cosine to zero at the last iteration.
 #
 # ## 3. Checkpoints, and resuming exactly
 #
@@ -175,9 +189,15 @@ print([json.loads(ln)["iter"] for ln in (work / "killed" / "metrics.jsonl").read
 # are no-ops here. The loss functions cast logits to float32 (`.float()`) before BCE and
 # focal loss, so AMP never computes a loss in half precision. The `shapes` preset turns AMP
 # off even on a GPU: its 128-pixel steps are bound by the host, where AMP's casts only add
-# work (on one H100, 82.5 ms per BlendMask step without AMP, 114 ms with it, measured
-# before the C2 input; README, "Training throughput").
-#
+# work. The measurement behind that choice is noted next to the setting in `config.py`:
+
+# %%
+import blendmask_edu.config as config_module
+
+source = inspect.getsource(config_module.shapes_preset).splitlines()
+print("\n".join(ln.strip() for ln in source if "ms/step" in ln or "amp=" in ln))
+
+# %% [markdown]
 # ## 5. Several processes: DDP with `torchrun`
 #
 # ```bash
@@ -186,11 +206,17 @@ print([json.loads(ln)["iter"] for ln in (work / "killed" / "metrics.jsonl").read
 #
 # `torchrun` starts one process per GPU and sets `RANK`, `WORLD_SIZE`, `LOCAL_RANK`; the
 # trainer joins the process group (NCCL on GPUs, gloo on CPUs) and wraps the model in
-# `DistributedDataParallel`, which averages the gradients after every backward. Three things
-# make N processes train like one:
+# `DistributedDataParallel`, which averages the gradients after every backward. What makes
+# N processes train (nearly) like one:
 # - the **batch size is global**: the sampler gives each rank its own slice of every batch;
 # - the loss **normalisers** (number of positives, sum of centerness) are averaged over
 #   processes (`reduce_mean`), so every process divides by the same number;
+# - **BatchNorm**: on CUDA the trainer converts the model's BatchNorm layers (the
+#   backbone's, and the bottom module's with `bottom_norm="BN"`) to `SyncBatchNorm` when
+#   any of them trains, so batch statistics are taken over the global batch. On CPUs (gloo) there is no SyncBatchNorm: each process
+#   normalises with the statistics of its own slice, and the running statistics may
+#   differ between processes — this is where a CPU DDP run differs from one process on the
+#   whole batch. (The heads use GroupNorm, which does not depend on the batch.)
 # - only rank 0 writes logs and checkpoints.
 #
 # Which images each of 2 processes gets for the first two batches of 8 (index, augmentation
@@ -242,21 +268,29 @@ plot_curves(work / "budget");
 
 # %% [markdown]
 # The learning rate shows the fitting: until the first fit the schedule is planned for
-# 10 000 iterations, so the rate stays near its peak; each refit (every 10 iterations) moves
-# the end of the cosine, and the curve bends where the measured speed changed.
+# 10 000 iterations, so after the warm-up the rate stays at its peak. The first fit (after
+# iteration 12) replaces 10 000 by the number N of iterations that fit in the budget: the
+# cosine position jumps from 12/10 000 to 12/N of the way, so the rate drops off a cliff
+# at that iteration, then follows the cosine to zero at the fitted end. Later refits (every
+# 10 iterations) move the end again only if the measured speed changed. The printed line
+# says what happened in this run: if 12 iterations already took longer than the budget (a
+# slow or busy machine), the first fit sets N = 12 and the run ends right there, over its
+# budget, with the rate still near its peak.
 # The fitted total is saved in the checkpoint, so a resumed run keeps the same schedule.
 # The first fit happens after 12 iterations (2 to warm up, 10 to measure), so a budget
 # shorter than 12 iterations' time is overrun; and the speed is measured on this machine at
 # this moment — on a shared machine the same budget buys fewer iterations.
 #
 # ## Summary
-# - One loop for every model: forward → finite check → backward → clip → step → log /
-#   checkpoint / evaluate.
+# - One loop for every model: forward → backward → clip → step; then, every log or
+#   checkpoint period, a finite check of the steps since the last one → log / checkpoint /
+#   evaluate.
 # - A run folder: `config.json`, `metrics.jsonl` (JSON lines), `checkpoint_last.pt`
 #   (atomic, `weights_only`), `eval.json`.
 # - Resume is exact: model, optimizer, scheduler, RNGs and the sampler's position are saved.
-# - AMP on CUDA (autocast + GradScaler); DDP with `torchrun`, global batch split over ranks
-#   and normalisers averaged; a time budget fixes the iteration count from measured speed.
+# - AMP on CUDA (autocast + GradScaler); DDP with `torchrun`, global batch split over ranks,
+#   normalisers averaged, SyncBatchNorm on CUDA only; a time budget fixes the iteration
+#   count from measured speed.
 #
 # ## Exercises
 # 1. From the straight run's `metrics.jsonl`, compute the mean images per second.
@@ -265,12 +299,12 @@ plot_curves(work / "budget");
 # 3. With 4 processes and `--batch-size 16`, how many images does each process see per
 #    iteration? Check with `InfiniteBatchSampler`.
 
-# %% solution
+# %% tags=["solution"]
 # 1.
 records, _ = read_metrics(work / "straight")
 print(sum(r["images_per_s"] for r in records) / len(records))
 
-# %% solution
+# %% tags=["solution"]
 # 2. None: `resume` restores the total number of iterations saved in the checkpoint
 #    (`self.total_iters[0] = ckpt["total_iters"]`, 8), so that the learning-rate schedule
 #    of the interrupted run is kept; the new max_iters is not used. To train longer, start
@@ -279,6 +313,6 @@ longer = Trainer(small_config(max_iters=16), train_dir, None, work / "killed", p
 longer.train(resume=True)
 print("total_iters after resume:", longer.total_iters[0])
 
-# %% solution
+# %% tags=["solution"]
 # 3. 16 / 4 = 4 images per process per iteration.
 print(len(InfiniteBatchSampler(1000, global_batch=16, world_size=4, rank=3).batch(0)))

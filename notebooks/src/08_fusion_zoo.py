@@ -1,7 +1,7 @@
 # %% [markdown]
 # # 08 · The fusion zoo: four ways to turn a box into a mask
 #
-# BlendMask's claim (Chen et al. 2020, §3.4 and Table 1) is that its *blender* — a learned
+# BlendMask's claim (Chen et al. 2020, §3.5 and Table 1) is that its *blender* — a learned
 # M×M attention per instance over K shared bases — fuses top-down and bottom-up information
 # better than the older ways. The paper compares it with YOLACT's *weighted sum* and FCIS'
 # *assembler* on the same detector. The library has those, and Mask R-CNN's *RoI head*, as
@@ -25,7 +25,6 @@
 
 # %%
 import json
-from pathlib import Path
 
 import matplotlib.pyplot as plt
 import torch
@@ -33,12 +32,12 @@ from IPython.display import Markdown, display
 
 from blendmask_edu.config import shapes_preset
 from blendmask_edu.modeling.segmenter import InstanceSegmenter
-from blendmask_edu.tutorial import cached_zoo, describe, full_mode, picture, val_dataset
+from blendmask_edu.tutorial import cached_zoo, describe, docs_path, full_mode, picture, shown, val_dataset
 from blendmask_edu.viz.blendmask_figures import gt_crop_for
 from blendmask_edu.viz.fusion_figures import masks_for_detection, plot_fcis, plot_roi, plot_yolact
 
 torch.set_printoptions(precision=3, sci_mode=False)
-RESULTS = Path("..") / "docs" / "results"  # the measured comparisons, committed
+RESULTS = docs_path("results")  # the measured comparisons, committed (in a clone)
 print("full mode" if full_mode() else "fast mode")
 
 # %% [markdown]
@@ -68,8 +67,11 @@ for branch in ("blender", "yolact", "fcis", "roi"):
 # branches share **one** detector: the backbone, FPN and FCOS of the shapes model of the
 # other notebooks, copied and frozen, with a fresh mask branch trained on top
 # (`cached_zoo`: 150 iterations of 8 images per branch in fast mode, trained once, then
-# cached). So every model finds exactly the same boxes, and only the fusion differs.
-# (`compare`, section 6, trains each branch with its own detector from scratch instead.)
+# cached). So every model finds exactly the same boxes. What differs is the whole mask
+# branch, not only the fusion step: each has its own bottom module (4 bases, 32 prototypes,
+# 49 score maps, or none for the RoI head), its own per-instance prediction, its own
+# parameter count, and the way they are combined. (`compare`, section 6, trains each branch
+# with its own detector from scratch instead.)
 
 # %%
 zoo = cached_zoo()
@@ -143,8 +145,9 @@ plot_yolact(image, box, runs["yolact"]["masks"][0], d, gt);
 # lighter towards the border than in the middle: a hint of the ring, but neither a clean
 # band nor a hole. One weight per prototype cannot carve a hole in the middle of *this*
 # ring unless some prototype already has one there. And everything is drawn on the 32×32
-# prototype grid, where this 35-pixel ring is about 9×9 cells — YOLACT's resolution
-# ceiling on small images (exercise 1 measures it).
+# prototype grid, where this 35-pixel ring is about 9×9 cells, and trained against the GT
+# mask binarised on that grid — a ceiling on small images (exercise 1 measures it), though
+# this model is far from reaching it.
 #
 # (Section 5 shows more: YOLACT's 32 coefficients are almost the same for every detection
 # — after 150 iterations they are close to one shared mix.)
@@ -296,8 +299,8 @@ settings = dict(branches=pick(["blender", "fcis"], list(ZOO)), seeds=pick([0], [
                 max_iters=pick(10, 400))
 scored_on = pick(small_val(), val_dir)
 out = cache_dir() / pick("compare_tiny", "compare_full")
-print("the same as:  blendmask-edu compare --preset shapes --train", train_dir, "--val", scored_on,
-      "--output-dir", out, "--mask-branches", ",".join(settings["branches"]),
+print("the same as:  blendmask-edu compare --preset shapes --train", shown(train_dir), "--val",
+      shown(scored_on), "--output-dir", shown(out), "--mask-branches", ",".join(settings["branches"]),
       "--seeds", ",".join(map(str, settings["seeds"])), "--max-iters", settings["max_iters"])
 tiny = run_compare("shapes", train_dir, scored_on, out, device=str(device()), progress=False, **settings)
 plt.close("all")  # its two figures are in `out`; the measured ones follow below
@@ -306,8 +309,8 @@ print(sorted(p.name for p in out.iterdir()))
 # %% [markdown]
 # ## 7. The measured comparison
 #
-# The real comparison ran on this project's 2-core CPU machine (README, "The fusion zoo on
-# shapes"): 4 branches × 3 seeds × 400 iterations of 16 images, 37 minutes, with the
+# The real comparison ran on this project's 2-core CPU machine (`docs/compare.md`, "The
+# measured comparison"): 4 branches × 3 seeds × 400 iterations of 16 images, 37 minutes, with the
 # `shapes` preset as it is now (mask loss weight 2 for every branch; the blender, YOLACT-
 # and FCIS-style branches share the bottom module, its C2 input included, notebook 04). Its
 # small result files are committed in `docs/results/compare_shapes/`:
@@ -317,14 +320,19 @@ measured = json.loads((RESULTS / "compare_shapes" / "results.json").read_text())
 print(f"preset {measured['preset']}, seeds {measured['seeds']}, budget {measured['budget']}")
 display(Markdown((RESULTS / "compare_shapes" / "results.md").read_text()))
 
+# %% [markdown]
+# `APl = -1.000` is not a score: COCO's "large" objects have an area above 96² pixels, and
+# no object of this val set is that large (the images are 128×128), so COCOeval reports −1
+# for the empty size range. APs (< 32² px) and APm (32²–96² px) cover every object here.
+
 # %%
-display(picture(Path("..") / "docs" / "images" / "compare_comparison.png", width=640))
+display(picture(docs_path("images/compare_comparison.png"), width=640))
 
 # %% [markdown]
 # And the same four val images under each branch (seed 0; predictions with score ≥ 0.5):
 
 # %%
-display(picture(Path("..") / "docs" / "images" / "compare_qualitative.png", width=860))
+display(picture(docs_path("images/compare_qualitative.png"), width=860))
 
 # %% [markdown]
 # What the numbers say, and what they do not:
@@ -347,10 +355,16 @@ display(picture(Path("..") / "docs" / "images" / "compare_qualitative.png", widt
 #   mostly a spatial prior shared by all instances (notebook 09 finds the same); FCIS'
 #   fixed one-hot attention over 49 maps works from the first iteration, while the blender
 #   first has to learn its attention.
-# - **YOLACT-style is capped by its resolution**: its masks live on the 1/4 prototype grid.
-#   The GT masks themselves, passed through that grid, score only 0.589 mask AP on this val
-#   set (0.944 through the blender's 28×28 grid). On COCO's larger objects this matters far
-#   less.
+# - **YOLACT-style is not held back by its grid here.** Its prototypes sit on the 1/4
+#   grid — so do the blender's bases, so the grid alone is not the difference. What caps
+#   YOLACT-style is its loss: the target is the GT mask *binarised on the 1/4 grid*, so its
+#   best possible mask is that blocky target (exercise 1 measures how much it loses per
+#   class), while the blender's target is the GT cropped at 28×28 inside each box — finer
+#   than the 1/4 grid for every box under 112 px, i.e. every object here (its bases are
+#   sampled bilinearly between grid cells). But YOLACT-style's mask AP
+#   is far below even that blocky ceiling: what holds it back in this budget is its one
+#   coefficient per prototype (section 3), not the resolution. On COCO's larger objects the
+#   grid matters less still.
 # - **Not measured here**: 90k-iteration training as in the paper, and more bases for the
 #   blender (K = 4 against FCIS' 49 maps); notebook 10 shows a K sweep, measured with the
 #   earlier preset.
@@ -374,7 +388,7 @@ display(picture(Path("..") / "docs" / "images" / "compare_qualitative.png", widt
 # 3. From `docs/results/compare_shapes/results.json`: how many seed standard deviations
 #    separate each branch's mask AP from the best one? Which differences are within noise?
 
-# %% solution
+# %% tags=["solution"]
 # 1. Shapes with thin parts or sharp corners lose most (star, triangle, ring, cross: IoU
 #    ≈ 0.75–0.79 on these images); circles and squares least (≈ 0.83–0.87). A 1/4 grid
 #    cannot draw a star's arms, a triangle's tips or a ring's thin band.
@@ -395,13 +409,13 @@ for i in range(20):
 for name, v in per_class.items():
     print(f"{name:9s} mean IoU after the 1/4 grid: {sum(v) / len(v):.3f}  ({len(v)} objects)")
 
-# %% solution
+# %% tags=["solution"]
 # 2. With k = 1 every pixel reads map 0: the mask is one class-agnostic "objectness" map
 #    cropped by the box. Two overlapping objects both light up in it, so the box of one
 #    also contains (part of) the other's mask: nothing tells the instances apart.
 print(cell_index(1, 28).unique())
 
-# %% solution
+# %% tags=["solution"]
 # 3. Gap to the best mean, in units of the larger of the two standard deviations: the
 #    blender 5.0 std below FCIS-style, YOLACT-style 12.5 std, the RoI head 13.6 std. The
 #    blender and the RoI head are 0.069 apart, about 8 std. None of these differences is

@@ -14,16 +14,19 @@
 #   interior), by position, by class, inside the box, and by switching a basis off;
 # - what our four bases encode, and how the attention uses them.
 #
-# The words below describe the model of the committed run (fast mode, 300 iterations on
-# the CPU). A model trained longer (`BLENDMASK_EDU_FULL=1`) or with another seed may order
-# and sign its bases differently; the measurements tell which is which.
+# Every conclusion below is computed from this run's model and printed (or rendered) by the
+# cells: a model trained on another machine, on a GPU, longer (`BLENDMASK_EDU_FULL=1`) or
+# with another seed orders and signs its bases differently, so the text names a basis by
+# its **measured role**, never by its index alone.
 
 # %%
 import matplotlib.pyplot as plt
 import torch
+from IPython.display import Markdown, display
 
 from blendmask_edu.tutorial import cached_model, describe, pick, val_dataset
-from blendmask_edu.viz.bases_probe import knockout_iou, plot_probe, probe_bases
+from blendmask_edu.viz.bases_probe import (basis_roles, blend_without, knockout_iou, plot_probe,
+                                           probe_bases, role_text)
 from blendmask_edu.viz.blendmask_figures import plot_bases
 
 tm = cached_model()
@@ -44,20 +47,10 @@ describe("bases", torch.stack([m["bases"] for m in run["masks"]]))
 plot_bases(images, [m["bases"] for m in run["masks"]], max_images=6);
 
 # %% [markdown]
-# What I see (the committed run; look at your own pictures if you re-ran):
-# - **Basis 1** is red (positive) inside many shapes: the yellow ring's band in row 1, the
-#   triangles of rows 2 and 6, the magenta and the red circle of row 3, the dark square of
-#   row 5. Each red region stops at the shape's border, often with a thin blue line inside it.
-# - **Basis 3** marks edges of one orientation: red along the *left* side of shapes (the
-#   yellow ring in row 1, the magenta circle in row 3, the triangle in row 6), blue along
-#   their right side.
-# - **Bases 2 and 4** are blue (negative) nearly everywhere, darkest inside and along
-#   shapes; basis 4 leaves thin white (≈ 0) outlines around them. With the C2 input of
-#   notebook 04 all four are sharp: their lines are one bases cell wide.
-# - No basis is red for one class only: triangles, circles, rings and squares all light up
-#   in basis 1.
-# - Some of it is not about shapes: basis 1 is pale red on much of the background of row 1,
-#   and the backgrounds' noise leaves speckle in every basis.
+# What to look for before measuring anything: is a basis red (or blue) *inside* shapes and
+# near zero outside? Does it change sign at a shape's border, or only along one side of it
+# (left, right, top, bottom)? Is it the same for every class? Does it follow the
+# background's texture? Write down what you think each basis does; section 2 checks it.
 
 # %% [markdown]
 # ## 2. Measure
@@ -85,33 +78,85 @@ for k in range(stats["region_means"].shape[1]):
 plot_probe(stats, names);
 
 # %% [markdown]
-# The measurements agree with the pictures, and add what the eye cannot average:
-# - **Region.** Basis 1 is strongly positive on interiors (+5.0), weakly at edges (+1.1)
-#   and on background (+0.6). Bases 2 and 4 are negative everywhere, most on interiors
-#   (−4.9 and −8.8), about half that at edges and on background. Basis 3 is weak: slightly
-#   positive on interiors (+0.4), negative on background (−1.0).
-# - **Position in the image.** Every correlation with x or y is below 0.1 in size: no basis
-#   encodes where in the image something is.
-# - **Position in the box.** The mean crops in GT boxes separate *left from right*: basis 3
-#   is red on the left half of the box and blue on the right half, basis 2 most negative
-#   left of centre, basis 1 positive in the middle, a little to the right. Basis 3 is a
-#   position-sensitive map in the sense of FCIS — "left part of an object" — for one axis
-#   only; nothing separates top from bottom.
-# - **Attention.** The mean weights are the zones of notebook 05, and they use basis 3
-#   where it fits: basis 3 on a band along the left of the box, basis 1 in the centre,
-#   basis 2 on a strip along the right edge, basis 4 at the border. The spread across
-#   detections is largest where these zones meet (up to ≈ 0.22): that is where each
-#   detection adapts the mix to its object.
-# - **Class.** Class differences follow geometry, not identity. A ring's body is thin, so
-#   few of its cells are "interior" and basis 1 is weakest on rings (3.7 against 4.4–5.9).
-#   Stars and crosses, with their thin arms, are the only classes where basis 3 is negative
-#   on interiors.
+# **Which detections these statistics average.** The attention rows average every detection
+# with score ≥ 0.3 — not every object. Many of them are duplicates (a second box on an object
+# already found) or false positives (no object under them); counted here with the usual
+# matching (box IoU ≥ 0.5, each object taken by its best-scoring box):
+
+# %%
+from torchvision.ops import box_iou
+
+counts = {"true positive": 0, "duplicate": 0, "false positive": 0}
+for i in range(n_images):
+    image_i, target_i = val[i]
+    with torch.inference_mode():
+        det_i = model.run([image_i])["fcos"]["detections"][0]
+    keep = det_i["scores"] >= 0.3
+    boxes_i = det_i["boxes"][keep]  # sorted by score
+    taken = set()
+    iou = box_iou(boxes_i, target_i["boxes"]) if len(target_i["boxes"]) else torch.zeros(len(boxes_i), 0)
+    for row in iou:
+        g = int(row.argmax()) if row.numel() else -1
+        if g < 0 or row[g] < 0.5:
+            counts["false positive"] += 1
+        elif g in taken:
+            counts["duplicate"] += 1
+        else:
+            taken.add(g)
+            counts["true positive"] += 1
+total = sum(counts.values())
+print(", ".join(f"{k}: {v} ({v / total:.0%})" for k, v in counts.items()), f"of {total} detections")
+
+# %% [markdown]
+# So the mean attention is weighted towards whatever the model detects most often, duplicates
+# and false positives included (the printed shares say how much). Now each basis' measured
+# role (the largest of four contrasts, `basis_roles`), and what the numbers above say,
+# rendered from them:
+
+# %%
+roles = basis_roles(stats)
+for r in roles:
+    print(role_text(r))
+K = len(roles)
+corr = stats["position_correlation"].abs().max()
+std = stats["attention_std"]
+R_ = std.shape[-1]
+border = torch.ones(R_, R_, dtype=torch.bool)
+border[R_ // 4 : -(R_ // 4), R_ // 4 : -(R_ // 4)] = False
+zones = {"centre": ~border, "border": border}
+left, right = torch.zeros(R_, R_, dtype=torch.bool), torch.zeros(R_, R_, dtype=torch.bool)
+left[:, : R_ // 2], right[:, R_ // 2 :] = True, True
+zones.update({"left half": left, "right half": right})
+where = []
+for k in range(K):
+    m = stats["attention_mean"][k]
+    where.append(max(zones, key=lambda z: float(m[zones[z]].mean())))
+lines = [
+    f"- **Region and box.** {'; '.join(role_text(r).split(' (')[0] for r in roles)}.",
+    f"- **Position in the image.** The largest correlation of a basis with x or y is "
+    f"{float(corr):.2f}: {'no basis encodes where in the image something is' if corr < 0.2 else 'some basis follows the image position'}.",
+    f"- **Attention.** The mean weight of each basis is highest in: "
+    + ", ".join(f"basis {k + 1} ({roles[k]['role']}) the {where[k]}" for k in range(K))
+    + f". The spread across detections reaches {float(std.max()):.2f} (std of a weight in [0, 1]).",
+]
+display(Markdown("\n".join(lines)))
+
+# %% [markdown]
+# In the class table (bottom right of the figure), compare a basis' row across classes:
+# differences that follow geometry (thin rings, stars' and crosses' arms leave few
+# "interior" cells) are not the same as a basis that encodes a class.
 #
 # ## 3. Which bases do the masks need?
 #
-# Switch one basis off — set its crop to zero in Eq. 4, so the mask is mixed from the
-# others with the same attention — and measure the mask IoU (in the box, against the GT)
-# of the detections that overlap a GT box by at least 0.5:
+# Switch one basis off and measure the mask IoU (in the box, against the GT) of the
+# detections that overlap a GT box by at least 0.5. *How* to switch it off matters. Setting
+# its crop to zero in Eq. 4 would leave the mask logits ≈ 0 wherever that basis had the
+# weight — and a logit of 0 is a probability of 0.5, which the threshold reads as
+# "background". A basis whose job is to say "background" (strongly negative where there is
+# no object) would then look useless, because zero also ends up as background. So
+# `knockout_iou` takes the softmax of Eq. 3 over the **other K − 1 bases** only: the
+# weights still sum to one, and the mask is what the remaining bases say there. Masks are
+# thresholded as everywhere in the tutorial: probability σ(m) > 0.5, i.e. logit m > 0.
 
 # %%
 ious = knockout_iou(model, val, num_images=n_images)
@@ -120,42 +165,50 @@ for k in range(1, len(ious)):
     print(f"without basis {k}:    mask IoU {ious[k]:.3f}  ({ious[k] - ious[0]:+.3f})")
 
 # %% [markdown]
-# Basis 1 matters most (−0.20 IoU without it), then basis 3 (−0.11). Bases 2 and 4 cost
-# little (−0.03 and −0.01). They hold the right edge and the border of the box: zones that
-# are mostly background, which they push towards "off". Exercise 3 shows what a mask looks
-# like without them: grey, undecided, where they were.
-#
 # ## 4. In words
 #
-# For this model (300 CPU iterations, K = 4):
+# The table is rendered from the measurements above (this run's model): each basis' role,
+# where in the box the attention gives it the most weight on average, and the IoU cost of
+# switching it off.
+
+# %%
+drop = [float(ious[k + 1] - ious[0]) for k in range(K)]
+rows = ["| basis | measured role | mean attention highest in | IoU without it |", "|---|---|---|---|"]
+for k, r in enumerate(roles):
+    rows.append(f"| {k + 1} | {role_text(r).split(': ', 1)[1].split(' (')[0]} ({r['role']} "
+                f"{r['value']:+.2f}) | the {where[k]} | {drop[k]:+.3f} |")
+most = max(range(K), key=lambda k: -drop[k])
+rows.append("")
+rows.append(f"The masks need basis {most + 1} ({roles[most]['role']}) most: without it the mask IoU "
+            f"falls from {float(ious[0]):.3f} to {float(ious[most + 1]):.3f}. A knock-out cost near 0 "
+            "means the other bases can say the same thing there, not that the basis is useless.")
+display(Markdown("\n".join(rows)))
+
+# %% [markdown]
+# How the work is split, in general terms (check each point against the table): the
+# *mean* attention is a layout over the box — which basis tends to be used in the centre,
+# at the border, on one side — and the bases say, at each position, whether there is a
+# shape and where it ends. But the attention is **not only** a position prior: it is
+# predicted per detection and can take its object's shape (exercise 2 shows the detection
+# whose weights differ most from the mean; for a ring it can be ring-shaped). The paper
+# makes the same point: the attention carries coarse instance-level shape and pose, the
+# bases the fine detail.
 #
-# | basis | what it appears to encode | where the attention uses it | without it |
-# |---|---|---|---|
-# | 1 | "inside a shape": positive on interiors, weaker at edges, slightly positive on background | the centre of the box | −0.20 IoU |
-# | 2 | "off": negative everywhere, most inside shapes | a strip along the right edge, varying per detection | −0.03 |
-# | 3 | "left side": red on the left half of a box and along left edges, blue on the right | a band along the left of the box, varying per detection | −0.11 |
-# | 4 | "off": strongly negative everywhere, most inside shapes | the border of the box | −0.01 |
-#
-# So the work is split between the two branches. The attention is a *position* prior
-# (left band / centre / right strip / border) that changes a little with each object. The
-# bases say, at each position, *whether there is a shape and where it ends* — and basis 3
-# says it for left edges in particular, which the attention uses on the left of the box.
-# Together they make masks that follow a shape's outline.
-#
-# **Where the bases are not interpretable.** Bases 2 and 4 are both "off" and cost little
-# when switched off (0.03 and 0.01 IoU): why the model keeps two, and why basis 2 sits
-# only at the right edge, is not clear. The pale red background of basis 1 (row 1) follows
-# the background, not a shape. No basis encodes a class; and only left/right, not
-# top/bottom, is encoded inside the box, unlike the position-sensitive bases the paper
-# pictures — maybe because our shapes look the same rotated, maybe because 300 iterations
-# are not enough. Longer training (`BLENDMASK_EDU_FULL=1`) is the first thing to try.
+# **Where the bases are not interpretable.** Two bases with the same role, a basis whose
+# contrasts are all small, a pattern that follows the background's texture rather than a
+# shape: the numbers above show which of these this model has. No measure here finds a
+# class; and the paper's position-sensitive bases (several parts of an object, along both
+# axes) need not appear in a model trained for minutes on shapes that look alike rotated.
+# Longer training (`BLENDMASK_EDU_FULL=1`) is the first thing to try.
 #
 # ## Summary
 # - Look at many images with a symmetric colour scale per map before believing a story;
 #   then measure: regions, position, class, in-box averages, knock-outs.
-# - Here: basis 1 marks shape interiors, basis 3 the left side of a shape, bases 2 and 4
-#   "off"; the attention is a position prior (left band, centre, right strip, border); no
-#   basis encodes class, one encodes left vs right inside the box.
+# - Name a basis by its measured role (this run's), not by its index: another run permutes
+#   and flips them. Knock-outs renormalise the softmax over the remaining bases, so a basis
+#   that says "background" is not mistaken for a useless one.
+# - The mean attention is a layout over the box; each detection's attention adapts to its
+#   object, and the statistics average duplicates and false positives too.
 #
 # ## Exercises
 # 1. Run the probe on 30 *training* images instead of val images. Do the numbers change?
@@ -163,9 +216,9 @@ for k in range(1, len(ious)):
 #    `plot_detection_blending` (notebook 06).
 # 3. Knock out two bases at once (the pair that matters least alone). What is left?
 
-# %% solution
-# 1. The same signs and the same order of the bases, with differences of a few tenths on
-#    values up to 9: the bases describe shapes, not memorised images.
+# %% tags=["solution"]
+# 1. Compare the two tables printed below: close values (the same signs, differences small
+#    against the values' size) mean the bases describe shapes, not memorised images.
 from blendmask_edu.tutorial import train_dataset
 
 train_stats = probe_bases(model, train_dataset(tm.cfg), num_images=30, R=model.mask_branch.cfg.R)
@@ -173,7 +226,7 @@ for name, st in (("val", stats), ("train", train_stats)):
     print(f"{name:5s} interior / edge / background per basis:")
     print(st["region_means"].T.round(decimals=2))
 
-# %% solution
+# %% tags=["solution"]
 # 2. The distance of each detection's weights s [K, R, R] from the mean weights.
 from blendmask_edu.viz.blending import detection_intermediates, plot_detection_blending
 from blendmask_edu.viz.blendmask_figures import gt_crop_for
@@ -190,16 +243,14 @@ box = run["fcos"]["detections"][b]["boxes"][d]
 plot_detection_blending(images[b], box, detection_intermediates(run["masks"][b], d), f"image {b} #{d}",
                         gt_crop_for(box, targets[b], model.mask_branch.cfg.R));
 
-# %% solution
-# 3. Switch off the two bases whose knock-out cost least (see section 3). Where they held
-#    the border of the box, the logits go to 0: probability 0.5, grey. They were the "off".
-from blendmask_edu.modeling.blender import blend
-
+# %% tags=["solution"]
+# 3. Switch off the two bases whose knock-out cost least (see section 3), the softmax taken
+#    over the two that remain. What is left is the mask those two alone make: compare it with
+#    the full mask, and with the roles printed for the two that remain.
 two = (ious[1:] - ious[0]).argsort(descending=True)[:2].tolist()  # 0-based basis indices
 mb, det = run["masks"][0], run["fcos"]["detections"][0]
-crops = mb["basis_crops"].clone()
-crops[:, two] = 0
-m = blend(crops, mb["attention"])["mask_logits"].sigmoid()
+m = blend_without(mb["basis_crops"], mb["attention"], two).sigmoid()
+print("switched off:", [role_text(roles[k]).split(" (")[0] for k in two])
 fig, axes = plt.subplots(1, 2, figsize=(4.4, 2.3), layout="constrained")
 axes[0].imshow(mb["masks"][0], cmap="gray", vmin=0, vmax=1)
 axes[0].set_title("all bases", fontsize=9)

@@ -7,6 +7,12 @@
 # defaults are the paper's (`BlenderConfig`: K = 4, M = 14, R = 56, bilinear); the `shapes`
 # preset keeps K, M and the interpolation and uses R = 28 for its 128-pixel images.
 #
+# **Outside the paper's range.** With M = 14 and R = 28 the attention is upsampled only
+# ×2 (R/M = 2); the paper's settings and ablations keep R/M ≥ 4 (its default is 56/14). So
+# what this notebook finds about M, R and the interpolation is about a regime the paper did
+# not study, on small synthetic images: read it as "on shapes, with this preset", not as a
+# statement about BlendMask in general.
+#
 # **What you will learn**
 # - what each knob changes in the computation and in the parameter count, measured on the
 #   library's modules;
@@ -17,7 +23,6 @@
 
 # %%
 import json
-from pathlib import Path
 
 import matplotlib.pyplot as plt
 import torch
@@ -27,10 +32,11 @@ from IPython.display import Markdown, display
 from blendmask_edu.config import BlenderConfig, shapes_preset
 from blendmask_edu.modeling.blender import blend
 from blendmask_edu.modeling.segmenter import InstanceSegmenter
-from blendmask_edu.tutorial import cached_model, describe, full_mode, picture, val_dataset
+from blendmask_edu.tutorial import (cached_model, describe, docs_path, full_mode, picture, shown,
+                                   val_dataset)
 
 torch.set_printoptions(precision=3, sci_mode=False)
-RESULTS = Path("..") / "docs" / "results"  # the measured sweeps, committed
+RESULTS = docs_path("results")  # the measured sweeps, committed (in a clone)
 print("full mode" if full_mode() else "fast mode")
 
 
@@ -58,15 +64,17 @@ for K in (1, 2, 4, 8, 16):
 
 # %% [markdown]
 # With one basis a softmax over K is the constant 1, so the blender would just copy the
-# crop: for K = 1 the library uses a sigmoid instead (as the paper's K = 1 row), and the
-# attention becomes a soft on/off gate over the single basis:
+# crop. For K = 1 the paper (Table 3's caption) applies a sigmoid to **both** the basis and
+# the attention, and so does `blend`: the mask probability is σ(a') · σ(r) — the attention
+# a soft on/off gate, the basis a probability of "object" — returned as its logit:
 
 # %%
 crop = torch.tensor([[[[2.0, -2.0], [2.0, -2.0]]]])  # one basis crop    [N=1, K=1, R=2, R=2]
 att = torch.tensor([[[[4.0, 4.0], [-4.0, -4.0]]]])   # "on" at the top   [N=1, K=1, M=2, M=2]
 out = blend(crop, att)
-print("weights (sigmoid):\n", out["attention_weights"][0, 0])
-print("mask logits = weights · crop:\n", out["mask_logits"][0])
+print("weights σ(a'):\n", out["attention_weights"][0, 0])
+print("mask probability = σ(a') · σ(r):\n", out["mask_logits"][0].sigmoid())
+print("the same by hand:\n", att[0, 0].sigmoid() * crop[0, 0].sigmoid())
 
 # %% [markdown]
 # ### The measured K sweep
@@ -76,7 +84,8 @@ print("mask logits = weights · crop:\n", out["mask_logits"][0])
 # comparison — here its rows are values of K). **It was measured with an earlier `shapes`
 # preset** (mask loss weight 1, bottom module without the C2 input of notebook 04) and
 # not re-run since, so its numbers are below those of the current zoo table (notebook 08);
-# compare its rows with each other, not with that table:
+# compare its rows with each other, not with that table. It starts at K = 4: the K = 1 row
+# (with the sigmoid on both, above) was not measured.
 
 # %%
 sweep = json.loads((RESULTS / "sweep_K" / "results.json").read_text())
@@ -92,20 +101,29 @@ print(f"the blender (K = 4) over 3 seeds in the zoo comparison (current preset):
 display(picture(RESULTS / "sweep_K" / "comparison.png", width=640))
 
 # %% [markdown]
-# What it says:
-# - The K = 4 row was the same run configuration as the blender's seed 0 in the zoo comparison
-#   *with that earlier preset* and gave the same mask AP, 0.309: the runs are reproducible.
-#   (The zoo printed above is the current preset's: its seed 0 blender scores 0.389.)
-# - **K = 8 is better than K = 4 by 0.024 mask AP** (0.333 against 0.309), and by 0.070 on GT
-#   boxes (0.403 against 0.333). With one seed this is suggestive, not settled: over three
-#   seeds the K = 4 blender's mask AP varied by ± 0.011 with that preset (± 0.009 with the
-#   current one, printed above) and its GT-box mask AP by ± 0.039, so the gap is about two
-#   standard deviations.
-# - **K = 16 is no better than K = 8** (0.328), with 75 % more mask-branch parameters.
-# - Box AP hardly moves (0.445–0.461): the bases change the masks, not the detector.
-# - Even K = 8 stayed below FCIS-style with the same preset (0.372), which has 49 maps.
-#   More bases helped the blender on shapes but did not close that gap within 400
-#   iterations. Whether they still help with the C2 input was not measured.
+# What it says, rendered from the committed `results.json` files (the sweep's, and for the
+# seed-to-seed noise the zoo comparison's three seeds, which used the *current* preset — the
+# only seed spread committed):
+
+# %%
+rows = {r["row"]: r for r in sweep["rows"]}
+ap = {k: rows[k]["mask_AP"]["mean"] for k in rows}
+gt = {k: rows[k]["mask_AP_gt_boxes"]["mean"] for k in rows}
+box = [rows[k]["box_AP"]["mean"] for k in rows]
+noise = blender["mask_AP"]["std"]
+best = max(ap, key=ap.get)
+params = {k: rows[k]["mask_branch_params"]["mean"] for k in rows}
+lines = [f"- Mask AP by K: " + ", ".join(f"{k} {v:.3f}" for k, v in ap.items())
+         + f"; on GT boxes: " + ", ".join(f"{k} {v:.3f}" for k, v in gt.items()) + ".",
+         f"- The best row, {best}, is {ap[best] - ap['K=4']:+.3f} mask AP from K=4 — "
+         f"{(ap[best] - ap['K=4']) / noise:.1f} times the seed std of the K = 4 blender in the zoo "
+         f"comparison ({noise:.3f}, another preset). One seed per row: suggestive, not settled.",
+         f"- Mask-branch parameters: " + ", ".join(f"{k} {int(v):,}" for k, v in params.items()) + ".",
+         f"- Box AP stays within {min(box):.3f}–{max(box):.3f}: the bases change the masks, not the detector."]
+display(Markdown("\n".join(lines)))
+
+# %% [markdown]
+# Whether more bases still help with the current preset (C2 input) was not measured.
 #
 # The qualitative grid of the same runs (seed 0, score ≥ 0.5):
 
@@ -166,13 +184,34 @@ fig.suptitle(f"val image 5, detection {d} ({name}): the same attention at three 
              fontsize=10);
 
 # %% [markdown]
-# At M = 7 the zones of the attention (left band, centre, right strip, border — notebook
-# 09) survive with softer edges, only the thin border zone of basis 4 shrinks to the
-# corners, and the mask hardly changes. At M = 2 the zones average out into vertical
-# stripes: basis 3 on the left, bases 1 and 2 on the right, basis 4 gone. The mask is
-# *still* a triangle — the bases carry the shape — with a softer outline. On shapes the
-# attention is a smooth prior, which is why M matters little *here*; objects with parts in fixed
-# places (a person's head at the top of the box) would need a finer M.
+# Compare the rows for this one detection: averaging the attention down to M = 7 keeps its
+# zones with softer edges; at M = 2 only a coarse split of the box is left, and whatever of
+# the mask survives comes from the bases. One detection shows the idea, not how much M
+# matters; over the detections (score ≥ 0.3) of 30 val images, the share of mask pixels
+# that flip at 0.5 when the attention is averaged down:
+
+# %%
+flips = {7: [0, 0], 2: [0, 0]}  # M: [flipped pixels, pixels]
+for i in range(30):
+    img_i, _ = val[i]
+    with torch.inference_mode():
+        r_i = model.run([img_i])
+    keep = r_i["fcos"]["detections"][0]["scores"] >= 0.3
+    m_i = r_i["masks"][0]
+    a_i, c_i = m_i["attention"][keep], m_i["basis_crops"][keep]
+    full_mask = blend(c_i, a_i)["mask_logits"] > 0
+    for m_ in flips:
+        coarse_mask = blend(c_i, F.adaptive_avg_pool2d(a_i, m_))["mask_logits"] > 0
+        flips[m_][0] += int((coarse_mask != full_mask).sum())
+        flips[m_][1] += full_mask.numel()
+for m_, (f_, n_) in flips.items():
+    print(f"M = 14 → {m_}: {f_ / max(n_, 1):.1%} of the mask pixels flip")
+
+# %% [markdown]
+# This measures only what a *trained* M = 14 attention loses when coarsened, on shapes, at
+# R/M = 2; a model trained with another M would learn other bases and attentions. Objects
+# with parts in fixed places (a person's head at the top of the box) may need a finer M
+# than shapes do.
 #
 # ## 3. R: the resolution of the mask
 #
@@ -191,7 +230,7 @@ for R in (7, 14, 28, 56):
     per_class = {}
     for i in range(n_images):
         _, t = val[i]
-        pasted = paste_masks(mask_targets([t], R), t["boxes"], t["masks"].shape[-2:]) >= 0.5
+        pasted = paste_masks(mask_targets([t], R), t["boxes"], t["masks"].shape[-2:]) > 0.5  # as COCO eval binarises a mask
         gt_m = t["masks"].bool()
         iou = (pasted & gt_m).flatten(1).sum(1) / (pasted | gt_m).flatten(1).sum(1).clamp(min=1)
         for lab, v in zip(t["labels"].tolist(), iou.tolist()):
@@ -199,7 +238,8 @@ for R in (7, 14, 28, 56):
     ceiling[R] = {c: sum(v) / len(v) for c, v in per_class.items()}
     every = [v for vs in per_class.values() for v in vs]
     print(f"R = {R:2d}: mean IoU of the GT through an R×R grid {sum(every) / len(every):.3f} "
-          f"({len(every)} objects of {n_images} val images)")
+          f"({len(every)} objects of {n_images} val images); lowest class "
+          f"{min(ceiling[R], key=ceiling[R].get)} {min(ceiling[R].values()):.3f}")
 
 # %%
 classes = list(ceiling[28])
@@ -215,13 +255,20 @@ ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))
 ax.grid(axis="y", alpha=0.3);
 
 # %% [markdown]
-# At R = 7 shapes with thin parts lose a lot (stars 0.71, crosses 0.79); at R = 28 every
-# class is above 0.95; R = 56 is near perfect. The README measures the same as COCO mask AP: the GT through
-# the 28×28 grid scores 0.944, through 56×56 0.999. But a larger R is not free, and not only
-# in time ($R^2$ products per detection): the bases live at 1/4 of the image, so a 32-pixel
-# box covers only 8×8 bases cells, and R = 56 reads each cell about seven times over —
-# beyond R ≈ box/4 the blender only interpolates the bases more finely. The preset's R = 28
-# matches our 128-pixel images.
+# Shapes with thin parts lose most at small R (the printed lowest class, and the bars); the
+# ceiling rises with R. But a larger R is not free ($R^2$ products per detection), and what
+# it buys is limited by the other two grids of the blender:
+# - the **bases** live at 1/4 of the image: a 32-pixel box covers 8×8 bases cells, so R = 28
+#   already samples each cell about 3.5 times per side. A finer R adds no new detail *from
+#   the bases*; it does place edges more finely, because RoIAlign interpolates the bases
+#   bilinearly and the mask's edge is where the mixed logits cross zero, which can fall
+#   between cell centres (this is why the blender's 28×28 target is finer than the 1/4 grid
+#   for small boxes, notebook 08);
+# - the **attention** is M×M = 14×14 over the box: the mix of bases changes at most that
+#   finely (then bilinearly between cells), whatever R is.
+# So beyond R ≈ box/4, a larger R mostly interpolates more finely what the bases and the
+# attention already say. The preset's R = 28 matches our 128-pixel images (at R/M = 2,
+# outside the paper's range, see the top).
 #
 # ## 4. Interpolation: bilinear or nearest
 #
@@ -244,9 +291,9 @@ lim = float((p_b - p_n).abs().max())
 im = axes[2].imshow(p_b - p_n, cmap="RdBu_r", vmin=-lim, vmax=lim)
 axes[2].set_title("mask probability:\nbilinear − nearest", fontsize=9)
 fig.colorbar(im, ax=axes[2], shrink=0.8)
-axes[3].imshow(p_b >= 0.5, cmap="gray")
-axes[3].contour((p_n >= 0.5).float(), levels=[0.5], colors="r", linewidths=1)
-axes[3].set_title("mask ≥ 0.5: bilinear (white),\nnearest (red outline)", fontsize=9)
+axes[3].imshow(p_b > 0.5, cmap="gray")
+axes[3].contour((p_n > 0.5).float(), levels=[0.5], colors="r", linewidths=1)
+axes[3].set_title("mask > 0.5: bilinear (white),\nnearest (red outline)", fontsize=9)
 for ax in axes:
     ax.set_xticks([])
     ax.set_yticks([])
@@ -258,19 +305,19 @@ for i in range(30):
         m_i = model.run([img_i])["masks"][0]
     b_ = blend(m_i["basis_crops"], m_i["attention"], "bilinear")["mask_logits"].sigmoid()
     n_ = blend(m_i["basis_crops"], m_i["attention"], "nearest")["mask_logits"].sigmoid()
-    changed += int(((b_ >= 0.5) != (n_ >= 0.5)).sum())
+    changed += int(((b_ > 0.5) != (n_ > 0.5)).sum())
     total += b_.numel()
     max_diff = max(max_diff, float((b_ - n_).abs().max()) if b_.numel() else 0.0)
 print(f"{changed / max(total, 1):.2%} of mask pixels flip at 0.5; largest probability change {max_diff:.2f}")
 
 # %% [markdown]
-# About 4 % of the mask pixels flip at 0.5. In the example they lie on the object's outline,
-# where the mask is undecided and a small change of weight tips it; the largest change over
-# the 30 images is 0.99, a pixel that went from "off" to "on". Inside and outside the
-# object nothing changes: with the attention a smooth prior, the choice matters little at
-# inference. Training with nearest would differ
-# more, because the gradients then see blocky weights (`compare --sweep
-# interpolation=bilinear,nearest`; not measured on this machine).
+# The printed share of mask pixels flips at 0.5; in the example they lie where the weights
+# change between neighbouring attention cells, mostly on the object's outline, where the mask
+# is undecided and a small change of weight tips it. The largest probability change says how
+# far a single pixel can move. At R/M = 2 a nearest block is only 2×2 pixels; at the paper's
+# R/M ≥ 4 blocks are larger and the difference should be larger too (not measured). Training
+# with nearest would differ more, because the gradients then see blocky weights
+# (`compare --sweep interpolation=bilinear,nearest`; not measured on this machine).
 #
 # ## 5. Running an ablation yourself: `compare --sweep`
 #
@@ -304,8 +351,9 @@ knob = pick("K=2,8", "K=4,8,16")
 iters = pick(10, 400)
 scored_on = pick(small_val(), val_dir)
 out = cache_dir() / pick("sweep_K_tiny", "sweep_K_full")
-print("the same as:  blendmask-edu compare --preset shapes --train", train_dir, "--val", scored_on,
-      "--output-dir", out, "--mask-branches blender --sweep", knob, "--seeds 0 --max-iters", iters)
+print("the same as:  blendmask-edu compare --preset shapes --train", shown(train_dir), "--val",
+      shown(scored_on), "--output-dir", shown(out), "--mask-branches blender --sweep", knob,
+      "--seeds 0 --max-iters", iters)
 tiny = run_compare("shapes", train_dir, scored_on, out, branches=["blender"], seeds=[0],
                    max_iters=iters, sweep=knob, device=str(device()), progress=False)
 plt.close("all")  # its figures are in `out`
@@ -313,15 +361,16 @@ print(sorted(p.name for p in out.iterdir()))
 
 # %% [markdown]
 # ## Summary
-# - **K** (bases): the mask branch grows about linearly with K through the top layer. On
-#   shapes, with an earlier preset (no C2 input), K = 8 beat K = 4 by 0.024 mask AP (one
-#   seed, ≈ 2 seed standard deviations); K = 16 did not help further.
-# - **M** (attention): parameters grow with $M^2$; on shapes the attention is a smooth prior,
-#   so a coarser M loses little. Not measured by training here.
-# - **R** (RoI): sets a hard ceiling — the GT itself through a 7×7 grid loses thin shapes;
-#   28×28 keeps > 0.9 IoU for every class; beyond box/4 the bases limit the detail.
-# - **Interpolation**: at inference, bilinear vs nearest flips about 4 % of the mask
+# - **K** (bases): the mask branch grows about linearly with K through the top layer; K = 1
+#   uses a sigmoid on both the basis and the attention (the paper's Table 3). The committed
+#   K sweep (earlier preset, one seed) is rendered above with its noise reference.
+# - **M** (attention): parameters grow with $M^2$; how much a coarser attention changes this
+#   model's masks is measured above — not what a model trained with that M would do.
+# - **R** (RoI): sets a ceiling — the GT itself through a small grid loses thin shapes;
+#   beyond box/4 a larger R mostly interpolates what the 1/4 bases and the M×M attention say.
+# - **Interpolation**: at inference, bilinear vs nearest flips the printed share of mask
 #   pixels, on the outlines. Not measured by training here.
+# - The preset's R/M = 2 is outside the paper's range (R/M ≥ 4).
 # - `compare --sweep` runs any of them the same way as the zoo comparison.
 #
 # ## Exercises
@@ -331,7 +380,7 @@ print(sorted(p.name for p in out.iterdir()))
 #    in each cell for R = 28 and R = 56?
 # 3. Which per-class ceiling at R = 14 is lowest, and why that class?
 
-# %% solution
+# %% tags=["solution"]
 # 1. (9·D + 1)·K·M² = 577·K·M².
 from blendmask_edu.modeling.attention import TopLayer
 
@@ -339,13 +388,13 @@ K_, M_ = 8, 7
 top = TopLayer(BlenderConfig(K=K_, M=M_), in_channels=64)
 print(sum(p.numel() for p in top.parameters()), (9 * 64 + 1) * K_ * M_**2)
 
-# %% solution
+# %% tags=["solution"]
 # 2. 24 / 4 = 6 cells per side: R = 28 takes (28/6)² ≈ 22 samples per cell, R = 56 ≈ 87.
 #    Both are far more samples than cells, so both only interpolate the bases.
 for R in (28, 56):
     print(f"R = {R}: {(R / 6) ** 2:.0f} samples per bases cell")
 
-# %% solution
+# %% tags=["solution"]
 # 3. The thinnest shapes: their width is close to one R = 14 cell of a box, so the grid
 #    rounds their arms (or the ring's band) away.
 print(sorted(ceiling[14].items(), key=lambda kv: kv[1])[:2])

@@ -20,7 +20,7 @@ stride-4 level too, P2 = conv3×3(conv1×1(C2) + up×2(P3)) as in FPN's top-down
 pools P2..P5).
 
 Training uses the proposals of every branch of the zoo: the GT box of each positive location of
-FCOS (BlendMask §3.4) with the same cap, instead of RPN proposals. Loss (Mask R-CNN §3): the
+FCOS (BlendMask §3.5) with the same cap, instead of RPN proposals. Loss (Mask R-CNN §3): the
 mean per-pixel BCE of the GT class's mask against the GT mask cropped to the box at 28×28.
 """
 

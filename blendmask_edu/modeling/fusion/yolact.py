@@ -11,7 +11,7 @@ to the box, where the blender mixes RoI crops of the bases.
     crop m_d to the box: 0 outside it                                       [H/4, W/4]
 
 Training uses the proposals of every branch of the zoo: the GT box of each positive location
-of FCOS (BlendMask §3.4), with the same cap. Loss (YOLACT §3.3 and its code): per-pixel BCE of
+of FCOS (BlendMask §3.5), with the same cap. Loss (YOLACT §3.3 and its code): per-pixel BCE of
 the assembled map against the GT mask at the prototype resolution, summed inside the GT box and
 divided by the box's area; averaged over instances.
 Inference: the same map cropped by the detected box, read on an R×R grid over the box
