@@ -1,7 +1,7 @@
 # %% [markdown]
 # # 11 · The official BlendMask on real photos
 #
-# Every notebook so far looked at a small model trained for minutes on 128-pixel shapes. The
+# The notebooks so far look at a small model trained for minutes on 128-pixel shapes. The
 # BlendMask of the paper is AdelaiDet's COCO model: a ResNet-50 + FPN, FCOS, a bottom module
 # with K = 4 bases at 1/4 of the image, 14×14 attentions and 56×56 masks. Its trained weights
 # are published, and `blendmask-edu convert-adelaidet` turns them into a checkpoint of ours
@@ -41,14 +41,16 @@ from blendmask_edu.viz.blendmask_figures import plot_bases
 from blendmask_edu.viz.overlay import draw_instances
 
 # The converted official weights: set this path, or BLENDMASK_EDU_WEIGHTS=path/to/converted.pt
-WEIGHTS = os.environ.get(WEIGHTS_ENV, "")  # e.g. "../weights/r50_1x.pt"
+WEIGHTS = os.environ.get(WEIGHTS_ENV, "")  # e.g. "../r50_1x.pt" (relative to notebooks/)
 REPO = Path.cwd().resolve().parent  # the notebook runs in notebooks/
 
 
 def shown(path) -> str:
     """A path as printed here: relative to the repository (no machine's absolute paths)."""
     path = Path(path).resolve()
-    return str(path.relative_to(REPO)) if path.is_relative_to(REPO) else f"…/{path.parent.name}/{path.name}"
+    if path.is_relative_to(REPO):
+        return str(path.relative_to(REPO))
+    return f"…/{path.parent.name}/{path.name}"
 
 
 torch.set_printoptions(precision=3, sci_mode=False)
@@ -58,13 +60,14 @@ plt.rcParams["figure.dpi"] = 80  # photos compress poorly: smaller pictures in t
 # ## 1. The weights
 #
 # AdelaiDet's README lists the BlendMask models with their COCO mask AP (R_50_1x: 35.8;
-# R_50_3x: 37.8; R_101_3x: 39.5). Their original download links are dead; the same files
-# are mirrored on the Hugging Face hub in the repository `ZjuCv/AdelaiDet`, under names like
-# `R_50_1x.pth`. Download one by hand (this library never downloads anything), then:
+# R_50_3x: 37.8; R_101_3x: 39.5) and links to the files. Where those links no longer work,
+# the same files are mirrored on the Hugging Face hub in the repository `ZjuCv/AdelaiDet`,
+# under names like `R_50_1x.pth`. Download one by hand (this library never downloads
+# anything), then, in the repository's folder:
 #
 # ```bash
 # blendmask-edu convert-adelaidet R_50_1x.pth r50_1x.pt --config R_50_1x
-# BLENDMASK_EDU_WEIGHTS=r50_1x.pt jupyter lab notebooks/11_official_weights.ipynb
+# BLENDMASK_EDU_WEIGHTS=$PWD/r50_1x.pt jupyter lab notebooks/11_official_weights.ipynb
 # ```
 #
 # The converter reads the file without running any code from it (tensors and numpy arrays
@@ -83,7 +86,7 @@ else:
         print(f"{WEIGHTS_ENV}={WEIGHTS}: no such file")
     print("no converted weights given: get R_50_1x.pth (Hugging Face hub: ZjuCv/AdelaiDet), run\n"
           "  blendmask-edu convert-adelaidet R_50_1x.pth r50_1x.pt --config R_50_1x\n"
-          f"and set {WEIGHTS_ENV}=r50_1x.pt (or WEIGHTS above). Until then: the fixture.")
+          f"and set {WEIGHTS_ENV}=$PWD/r50_1x.pt (or WEIGHTS above). Until then: the fixture.")
     checkpoint, RANDOM = adelaidet_fixture("R_50_1x"), True
 model, cfg, categories = model_from_checkpoint(checkpoint)
 names = [c["name"] for c in categories]
@@ -143,7 +146,8 @@ describe("masks (R×R)", mb["masks"])
 for name, res in zip(PHOTOS, results):
     top = res["scores"].argsort(descending=True)[:3]
     print(f"{name:10s} {len(res['scores']):3d} detections; top 3:",
-          ", ".join(f"{names[int(res['labels'][i]) - 1]} {float(res['scores'][i]):.2f}" for i in top))
+          ", ".join(f"{names[int(res['labels'][i]) - 1]} {float(res['scores'][i]):.2f}"
+                    for i in top))
 
 # %% [markdown]
 # The shapes: the bases are `[K, H/4, W/4]` = `[4, 64, 64]` for the 256×256 astronaut; each
@@ -156,8 +160,8 @@ fig, axes = plt.subplots(1, len(images), figsize=(3.5 * len(images), 3.0), layou
 for ax, image, res, name in zip(axes, images, results, PHOTOS):
     top = res["scores"].argsort(descending=True)[:TOP]
     draw_instances(ax, image, {k: v[top] for k, v in res.items()}, names, score_thresh=0.0)
-    ax.set_title(f"{name}: top {len(top)} of {len(res['scores'])}" + (" (RANDOM weights)" if RANDOM else ""),
-                 fontsize=9)
+    tag = " (RANDOM weights)" if RANDOM else ""
+    ax.set_title(f"{name}: top {len(top)} of {len(res['scores'])}{tag}", fontsize=9)
 
 # %% [markdown]
 # With random weights, these boxes, classes and scores mean nothing: the class bias of the
@@ -174,7 +178,8 @@ for ax, image, res, name in zip(axes, images, results, PHOTOS):
 
 # %%
 fig = plot_bases(images, [r["mb"]["bases"] for r in runs], max_images=len(images))
-fig.suptitle("bases of the " + ("RANDOM-weight fixture" if RANDOM else "official model"), fontsize=10)
+fig.suptitle("bases of the " + ("RANDOM-weight fixture" if RANDOM else "official model"),
+             fontsize=10)
 fig.tight_layout()
 for name, image, r in zip(PHOTOS, images, runs):
     h, w = image.shape[-2:]
@@ -185,13 +190,12 @@ for name, image, r in zip(PHOTOS, images, runs):
 # %% [markdown]
 # Read the pictures of random weights for what they are: each basis is a fixed, untrained
 # function of the pixels. On these photos bases 1, 2 and 4 are positive almost everywhere
-# and basis 3 negative on about nine cells in ten (the shares printed above); each shows faint traces of the photo —
-# the rim of the cup in bases 2 and 4 of the coffee photo — and a frame along the image's
-# border, where the convolutions see the zero padding. None separates an object from its
-# background. The paper
-# reports (abstract) that the trained bottom module predicts "dense per-pixel
-# position-sensitive instance features": bases that respond differently to the top, bottom,
-# left or right of objects, or to foreground against background. With the official weights,
+# and basis 3 is negative on about nine cells in ten (the shares printed above); each shows
+# faint traces of the photo — the rim of the cup in bases 2 and 4 of the coffee photo — and
+# a frame along the image's border. None separates an object from its background. The
+# paper reports (abstract) that the trained bottom module predicts "dense per-pixel
+# position-sensitive instance features": maps whose value depends on where a pixel lies
+# within its object, as FCIS' score maps do (notebook 08). With the official weights,
 # look for that here — and measure it, as notebook 09 does, before believing a story.
 #
 # One basis over its photo, at the image's size (a bases cell covers 4×4 pixels):
@@ -244,7 +248,8 @@ fig, axes = plt.subplots(len(chosen), 2 * cfg.model.blender.K + 2, figsize=(13, 
                          layout="constrained", squeeze=False)
 for row, (p, i) in enumerate(chosen):
     det, mb = runs[p]["det"], runs[p]["mb"]
-    crops = crop_bases(mb["bases"][None], det["boxes"][i : i + 1], torch.zeros(1), R)  # [1, K, R, R]
+    box = det["boxes"][i : i + 1]  # [1, 4]
+    crops = crop_bases(mb["bases"][None], box, torch.zeros(1), R)  # [1, K, R, R]  Eq. 1
     mine = blend(crops, mb["attention"][i : i + 1], cfg.model.blender.interpolation)
     assert torch.allclose(mine["mask_logits"][0], mb["mask_logits"][i], atol=1e-4)
     r, s, m = crops[0], mine["attention_weights"][0], mine["mask_logits"][0]  # [K,R,R] ×2, [R,R]
@@ -287,8 +292,8 @@ for ax, (p, i) in zip(axes, chosen):
            "masks": pasted}
     draw_instances(ax, images[p], one, names, score_thresh=0.0, alpha=0.6)
     area = float((box[0, 2] - box[0, 0]) * (box[0, 3] - box[0, 1]))
-    ax.set_title(f"{PHOTOS[p]} #{i}: mask ≥ 0.5 on {float((pasted >= 0.5).sum()) / area:.0%} of its box",
-                 fontsize=9)
+    share = float((pasted >= 0.5).sum()) / area
+    ax.set_title(f"{PHOTOS[p]} #{i}: mask ≥ 0.5 on {share:.0%} of its box", fontsize=9)
 
 # %% [markdown]
 # What the cell above shows depends on the weights. With the official ones, these are the
@@ -325,8 +330,8 @@ for p, r in enumerate(runs):
     largest.append((p, int(((b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1])).argmax())))
 print("largest box per photo:", largest, " top score:", chosen)
 p, i = largest[2]
-plot_detection_blending(images[p], runs[p]["det"]["boxes"][i], detection_intermediates(runs[p]["mb"], i),
-                        f"{PHOTOS[p]} #{i}: largest box");
+plot_detection_blending(images[p], runs[p]["det"]["boxes"][i],
+                        detection_intermediates(runs[p]["mb"], i), f"{PHOTOS[p]} #{i}: largest box");
 
 # %% solution
 # 2. The softmax makes the K weights sum to 1 at every position, so their means do too.
