@@ -9,12 +9,11 @@ export PYTHONUNBUFFERED := 1
 
 setup: $(STAMP)
 
-# torch/torchvision are pinned here and in pyproject.toml (this machine installs them from disk).
-$(STAMP): pyproject.toml
+# pyproject.toml declares compatible ranges; constraints.txt holds the exact, tested versions.
+$(STAMP): pyproject.toml constraints.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q torch==2.14.1 torchvision==0.29.1
-	$(PY) -m pip install -q -e ".[dev]"
+	$(PY) -m pip install -q -c constraints.txt -e ".[dev]"
 	touch $(STAMP)
 
 demo: setup

@@ -32,9 +32,8 @@ from pathlib import Path
 
 import torch
 from torch import nn
-from try_variant import set_field  # benchmarks/ is on the path when run as a script
 
-from blendmask_edu.config import shapes_preset
+from blendmask_edu.config import apply_override, shapes_preset
 from blendmask_edu.data.shapes import make_shapes
 from blendmask_edu.engine.trainer import Trainer
 from blendmask_edu.modeling.backbone import BackboneFPN
@@ -119,7 +118,7 @@ def measure(name: str, build, batch: int, data: Path, args, out: Path) -> dict:
     cfg.train.amp = not args.no_amp
     cfg.model.backbone.freeze_at = args.freeze_at
     for assignment in args.set:  # e.g. model.backbone.freeze_bn=True
-        set_field(cfg, assignment)
+        apply_override(cfg, assignment)
     torch.manual_seed(0)
     model = build(cfg)
     if args.compile:  # inductor on the backbone + FPN: static shapes, no data-dependent control

@@ -6,39 +6,23 @@ How the "what we tried" rows of the README were measured: same data, loop and ev
     python benchmarks/try_variant.py --name c2 --iters 1538 --set model.blender.bottom_c2=True
     python benchmarks/try_variant.py --name demo_gpu --budget-min 2 --device cuda
 
-`--set a.b.c=VALUE` assigns a Python literal (1.0, True, (16, 32), "bilinear") to a field of
-`Config`. Results: OUT/NAME/{eval.json, metrics.jsonl} and a row in OUT/results.jsonl.
+`--set a.b.c=VALUE` sets a field of `Config`, parsed by the field's type (`config.apply_override`,
+the parser of `train --set`: 1.0, true, 16,32,64,128, bilinear).
+Results: OUT/NAME/{eval.json, metrics.jsonl} and a row in OUT/results.jsonl.
 """
 
 from __future__ import annotations
 
 import argparse
-import ast
 import json
 import time
 from pathlib import Path
 
 import torch
 
-from blendmask_edu.config import shapes_preset
+from blendmask_edu.config import apply_override, shapes_preset
 from blendmask_edu.demo import ensure_shapes
 from blendmask_edu.engine.trainer import train
-
-
-def set_field(cfg, assignment: str) -> None:
-    """ "model.blender.K=8" → cfg.model.blender.K = 8 (an unknown field is an error)."""
-    key, _, text = assignment.partition("=")
-    *path, last = key.split(".")
-    obj = cfg
-    for name in path:
-        obj = getattr(obj, name)
-    if not hasattr(obj, last):
-        raise SystemExit(f"--set {assignment}: {type(obj).__name__} has no field {last!r}")
-    try:
-        value = ast.literal_eval(text)
-    except (ValueError, SyntaxError):
-        value = text  # a bare string
-    setattr(obj, last, value)
 
 
 def main() -> None:
@@ -59,7 +43,7 @@ def main() -> None:
     cfg.train.max_iters = args.iters if args.budget_min == 0 else 10**6
     cfg.train.time_budget_min = args.budget_min
     for assignment in args.set:
-        set_field(cfg, assignment)
+        apply_override(cfg, assignment)  # type-checked against the config dataclasses
     data = Path(args.data)
     train_dir = ensure_shapes(data / "shapes_train", 1000, seed=0)
     val_dir = ensure_shapes(data / "shapes_val", 200, seed=1)

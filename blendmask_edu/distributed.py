@@ -56,3 +56,19 @@ def reduce_mean(x: torch.Tensor) -> torch.Tensor:
 def barrier() -> None:
     if is_distributed():
         dist.barrier()
+
+
+def convert_sync_batchnorm(model: torch.nn.Module) -> torch.nn.Module:
+    """Every BatchNorm of `model` → its synchronised version, for multi-GPU training: the
+    statistics of a batch are computed over the global batch, not each process' share.
+
+    timm's BatchNorm+activation layers (`BatchNormAct2d`, all 48 norms of EfficientNet-Lite0)
+    become `SyncBatchNormAct`, activation kept; torch's own converter would turn them into plain
+    `SyncBatchNorm` and silently drop the activation. timm's converter turns plain BatchNorm
+    into `torch.nn.SyncBatchNorm` exactly as torch's does, so one walk over the whole model
+    suffices (a second walk by torch's converter would undo the timm layers). Frozen BatchNorm
+    (`freeze_bn`, `freeze_at`) has no statistics to share and is left alone. The parameters
+    are the same tensors, so an optimiser built before the conversion still holds them."""
+    from timm.layers import convert_sync_batchnorm as timm_convert_sync_batchnorm
+
+    return timm_convert_sync_batchnorm(model)

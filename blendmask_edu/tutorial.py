@@ -103,8 +103,11 @@ def picture(path, width: int = 800):
     so that a committed notebook does not carry the full-size file."""
     import io
 
-    from IPython.display import Image as IPImage
     from PIL import Image
+
+    from .extras import require
+
+    IPImage = require("IPython.display").Image  # the notebooks extra
 
     with Image.open(path) as im:
         im = im.convert("RGB")

@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 import pycocotools.mask as mask_utils
 import pytest
+from helpers import uncompressed_rle
 from PIL import Image
 
 
@@ -35,19 +36,6 @@ class TinyCoco:
 def _disk(height: int, width: int, cy: float, cx: float, r: float) -> np.ndarray:
     yy, xx = np.mgrid[:height, :width]
     return ((yy - cy) ** 2 + (xx - cx) ** 2 <= r**2).astype(np.uint8)  # [H, W]
-
-
-def _uncompressed_rle(mask: np.ndarray) -> dict:
-    """Run lengths in column-major order, starting with a run of zeros (COCO's convention)."""
-    flat = mask.flatten(order="F")
-    counts, value, run = [], 0, 0
-    for pixel in flat:
-        if pixel != value:
-            counts.append(run)
-            value, run = pixel, 0
-        run += 1
-    counts.append(run)
-    return {"size": list(mask.shape), "counts": [int(c) for c in counts]}
 
 
 def _annotation(ann_id, image_id, category_id, segmentation, mask, iscrowd=0) -> dict:
@@ -86,8 +74,8 @@ def make_tiny_coco(root: Path) -> TinyCoco:
     annotations = [
         _annotation(1, 1, 3, polygon, square),
         _annotation(2, 1, 7, compressed, disk),
-        _annotation(3, 1, 3, _uncompressed_rle(crowd), crowd, iscrowd=1),
-        _annotation(4, 2, 7, _uncompressed_rle(bar), bar),
+        _annotation(3, 1, 3, uncompressed_rle(crowd), crowd, iscrowd=1),
+        _annotation(4, 2, 7, uncompressed_rle(bar), bar),
         _annotation(5, 2, 3, triangle, tri),
     ]
     data = {

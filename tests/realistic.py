@@ -13,7 +13,11 @@ from pathlib import Path
 
 import numpy as np
 import pycocotools.mask as mask_utils
+import torch
+from helpers import uncompressed_rle
 from PIL import Image
+
+from blendmask_edu.engine.coco_eval import encode_masks
 
 CATEGORIES = [{"id": 9, "name": "person"}, {"id": 2, "name": "car"}, {"id": 5, "name": "dog"}]
 # id, file name, width, height, PIL mode
@@ -41,17 +45,8 @@ def _disk_mask(h, w, cx, cy, r) -> np.ndarray:
     return (((xx - cx) ** 2 + (yy - cy) ** 2) <= r**2).astype(np.uint8)  # [H, W]
 
 
-def _compressed(mask) -> dict:
-    rle = mask_utils.encode(np.asfortranarray(mask))
-    return {"size": list(mask.shape), "counts": rle["counts"].decode("ascii")}
-
-
-def _uncompressed(mask) -> dict:
-    flat = mask.flatten(order="F")  # COCO runs go down the columns, starting with zeros
-    change = np.flatnonzero(np.diff(flat)) + 1
-    bounds = np.concatenate([[0], change, [flat.size]])
-    counts = np.diff(bounds).tolist()
-    return {"size": list(mask.shape), "counts": ([0] if flat[0] else []) + counts}
+def compressed_rle(mask: np.ndarray) -> dict:
+    return encode_masks(torch.from_numpy(mask)[None])[0]  # the library's encoder (pycocotools)
 
 
 # annotation id, image id, category id, segmentation (h, w → COCO segmentation), iscrowd;
@@ -60,12 +55,12 @@ ANNOTATIONS = [
     (101, 10, 2, lambda h, w: [_rect(20, 20, 140, 110)], 0),  # car 120×90: large
     (102, 10, 9, lambda h, w: [_rect(60, 30, 90, 75)], 0),  # person 30×45: medium
     (103, 20, 9, lambda h, w: [_rect(10, 10, 40, 40), _rect(10, 50, 40, 70)], 0),  # 2 parts: medium
-    (104, 20, 5, lambda h, w: _compressed(_disk_mask(h, w, 70, 100, 12)), 0),  # dog: small
-    (105, 20, 9, lambda h, w: _uncompressed(_rect_mask(h, w, 5, 100, 45, 120)), 1),  # crowd
+    (104, 20, 5, lambda h, w: compressed_rle(_disk_mask(h, w, 70, 100, 12)), 0),  # dog: small
+    (105, 20, 9, lambda h, w: uncompressed_rle(_rect_mask(h, w, 5, 100, 45, 120)), 1),  # crowd
     (106, 30, 5, lambda h, w: [[10.0, 60.0, 30.0, 40.0, 50.0, 60.0]], 0),  # dog triangle: small
     (107, 30, 5, lambda h, w: [_rect(70, 50, 90, 70)], 0),  # dog 20×20: small
     (108, 30, 9, lambda h, w: [_rect(100, 10, 115, 45)], 0),  # person 15×35: small
-    (109, 50, 2, lambda h, w: _compressed(_rect_mask(h, w, 5, 20, 55, 70)), 0),  # car: medium
+    (109, 50, 2, lambda h, w: compressed_rle(_rect_mask(h, w, 5, 20, 55, 70)), 0),  # car: medium
 ]
 
 EXPECTED = {

@@ -124,10 +124,12 @@ def test_backbone_without_stride_8_features():
         create_timm_backbone(BackboneConfig(name="vit_tiny_patch16_224"))
 
 
-def test_freeze_bn_keeps_batchnorm_in_eval_mode():
+def test_freeze_bn_replaces_batchnorm_by_frozen_batchnorm():
+    from torchvision.ops.misc import FrozenBatchNorm2d
+
     model = BackboneFPN(BackboneConfig(name="resnet18", freeze_bn=True), FPNConfig(32)).train()
-    bns = [m for m in model.body.modules() if isinstance(m, nn.BatchNorm2d)]
-    assert bns and all(not m.training for m in bns)
+    assert not any(isinstance(m, nn.BatchNorm2d) for m in model.body.modules())
+    assert isinstance(model.body.bn1, FrozenBatchNorm2d)  # statistics and affine are buffers
     assert model.fpn.training  # the rest trains
     free = BackboneFPN(BackboneConfig(name="resnet18"), FPNConfig(32)).train()
     assert all(m.training for m in free.body.modules() if isinstance(m, nn.BatchNorm2d))

@@ -341,25 +341,15 @@ def test_roi_levels_follow_fpn_equation_1():
     assert roi.roi_levels(boxes, cfg).tolist() == [4, 3, 3, 5, 3]
 
 
-def test_roi_levels_agree_with_torchvision_pooler():
-    targets = [instance_target([], [])] * 2
-    features, _ = features_and_fcos(targets)
-    head = build_mask_branch(model_cfg("roi"), D)
-    boxes = torch.tensor([[0, 0, 10, 10], [0, 0, 30, 40], [5, 5, 64, 64], [0, 0, 60, 20]]).float()
-    head.pool(features, boxes, torch.tensor([0, 1, 0, 1]), 2)  # sets up the pooler's mapper
-    mapped = head.pooler.map_levels([boxes]) + 3  # torchvision counts from the lowest level
-    torch.testing.assert_close(roi.roi_levels(boxes, head.cfg), mapped.long())
-
-
 def test_roi_pool_returns_boxes_in_input_order():
     targets = [instance_target([], [])] * 2
     features, _ = features_and_fcos(targets)
     head = build_mask_branch(model_cfg("roi"), D)
     boxes = torch.tensor([[0, 0, 10, 10], [0, 0, 30, 40], [5, 5, 64, 64]]).float()
     index = torch.tensor([1, 0, 1])
-    together = head.pool(features, boxes, index, 2)
+    together = head.pool(features, boxes, index)
     for n in range(3):
-        alone = head.pool(features, boxes[n : n + 1], index[n : n + 1], 2)
+        alone = head.pool(features, boxes[n : n + 1], index[n : n + 1])
         torch.testing.assert_close(together[n], alone[0])
 
 

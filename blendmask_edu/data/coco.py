@@ -25,6 +25,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from pycocotools.coco import COCO
+from torchvision.ops import box_convert
 
 from .checks import (  # noqa: F401  (DatasetError, segmentation_to_mask: importable from here)
     DatasetError,
@@ -209,7 +210,7 @@ class CocoInstances(torch.utils.data.Dataset):
         height, width = info["height"], info["width"]
         anns = [a for a in self.coco.imgToAnns[image_id] if not a.get("iscrowd", 0)]
         masks = [self._decode(ann, height, width) for ann in anns]
-        boxes = [[x, y, x + w, y + h] for x, y, w, h in (a["bbox"] for a in anns)]
+        xywh = torch.tensor([a["bbox"] for a in anns], dtype=torch.float32).reshape(-1, 4)
         labels = [self.cat_id_to_label[a["category_id"]] for a in anns]
         if masks:
             masks = torch.from_numpy(np.stack(masks))  # [N, H, W] uint8
@@ -217,7 +218,7 @@ class CocoInstances(torch.utils.data.Dataset):
             masks = torch.zeros((0, height, width), dtype=torch.uint8)
         size = torch.tensor([height, width], dtype=torch.int64)
         return {
-            "boxes": torch.tensor(boxes, dtype=torch.float32).reshape(-1, 4),  # [N, 4] xyxy
+            "boxes": box_convert(xywh, "xywh", "xyxy"),  # [N, 4] (x1, y1, x2, y2)
             "labels": torch.tensor(labels, dtype=torch.int64),  # [N]
             "masks": masks,  # [N, H, W]
             "image_id": image_id,

@@ -21,6 +21,7 @@ import math
 from dataclasses import dataclass
 
 import torch
+from torchvision.ops import box_convert
 
 from ..config import DataConfig, FCOSConfig
 from ..data.transforms import resized_shape
@@ -85,7 +86,7 @@ def training_boxes(dataset, data_cfg: DataConfig, max_images: int = 500):
         new_h, new_w = resized_shape(h, w, min_size, data_cfg.train_max_size)
         anns = [a for a in dataset.coco.imgToAnns[image_id] if not a.get("iscrowd", 0)]
         xywh = torch.tensor([a["bbox"] for a in anns], dtype=torch.float32).reshape(-1, 4)
-        xyxy = torch.cat([xywh[:, :2], xywh[:, :2] + xywh[:, 2:]], dim=1)  # [G, 4]
+        xyxy = box_convert(xywh, "xywh", "xyxy")  # [G, 4]
         boxes.append(xyxy * torch.tensor([new_w / w, new_h / h] * 2))
         sizes.append((new_h, new_w))
     return boxes, sizes

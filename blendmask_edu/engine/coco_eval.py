@@ -7,7 +7,8 @@ A prediction is one dict per image, in the original image's pixel coordinates:
      "masks":  [N, H, W] bool / uint8, or float probabilities (thresholded at 0.5)}
 
 `predictions_to_coco_results` turns them into COCO's results format (what `loadRes` reads and
-what `predictions.json` holds) and `evaluate_coco` scores them:
+what `predictions.json` holds) and `evaluate_coco` scores them. `CocoResults` does the same one
+image at a time (what `evaluate_model` uses: a dataset's pasted masks never all sit in memory):
 
     {"bbox": {"AP": .., "AP50": .., ..., "ARl": ..}, "segm": {...}}
 
@@ -25,6 +26,9 @@ import pycocotools.mask as mask_utils
 import torch
 from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
+from torchvision.ops import box_convert
+
+from ..modeling.paste import paste_masks_in_chunks
 
 # The order of COCOeval.stats after summarize().
 STAT_NAMES = (
@@ -42,34 +46,64 @@ def predictions_to_coco_results(
     `"segmentation": {"size": [H, W], "counts": str}` (compressed RLE). The two types are kept
     apart because `COCO.loadRes` treats any entry that has a "bbox" as a box result.
     """
-    results = {iou_type: [] for iou_type in iou_types}
+    results = CocoResults(label_to_cat_id, iou_types)
     for i, pred in enumerate(predictions):
+        no_masks = pred.get("masks") is None and pred.get("box_masks") is None
+        if "segm" in iou_types and no_masks and len(pred["scores"]):
+            raise ValueError(
+                f"predictions[{i}] (image id {pred['image_id']}) has no 'masks'; "
+                "evaluate with iou_types=('bbox',) for a detector without masks"
+            )
+        results.add(pred)
+    return results.results
+
+
+class CocoResults:
+    """COCO results gathered one image at a time, in bounded memory: `add(pred)` turns an
+    image's prediction into result entries at once (masks → compressed RLE strings) and
+    keeps nothing else of it. What grows with the dataset is only the entries themselves
+    (≈ 0.5–2 kB per detection at 800×1333), as in any COCO results file.
+
+    `pred`: {"image_id", "boxes" [N, 4] xyxy, "scores" [N], "labels" [N]} and, for masks,
+    either "masks" [N, H, W] (pasted: probabilities or binary) or "box_masks" [N, R, R] over
+    each box (pasted here, `PASTE_CHUNK` detections at a time) plus "image_size" (H, W).
+    """
+
+    def __init__(self, label_to_cat_id: dict[int, int], iou_types=("bbox", "segm")):
+        self.label_to_cat_id = label_to_cat_id
+        self.results: dict[str, list[dict]] = {iou_type: [] for iou_type in iou_types}
+        self.image_ids: list[int] = []  # every image added, with or without detections
+
+    def add(self, pred: dict) -> None:
+        image_id = int(pred["image_id"])
+        self.image_ids.append(image_id)
         scores = pred["scores"].detach().float().cpu().tolist()
         if not scores:
-            continue
+            return
         common = [
-            {"image_id": int(pred["image_id"]), "category_id": label_to_cat_id[label], "score": s}
+            {"image_id": image_id, "category_id": self.label_to_cat_id[label], "score": s}
             for label, s in zip(pred["labels"].cpu().tolist(), scores)
         ]
-        if "bbox" in results:
-            boxes = _xyxy_to_xywh(pred["boxes"].detach().float().cpu())  # [N, 4]
+        if "bbox" in self.results:
+            corners = pred["boxes"].detach().float().cpu()  # [N, 4] (x1, y1, x2, y2)
+            boxes = box_convert(corners, "xyxy", "xywh")  # [N, 4] COCO (x, y, width, height)
             for entry, box in zip(common, boxes.tolist()):
-                results["bbox"].append({**entry, "bbox": box})
-        if "segm" in results:
-            if pred.get("masks") is None:
-                raise ValueError(
-                    f"predictions[{i}] (image id {pred['image_id']}) has no 'masks'; "
-                    "evaluate with iou_types=('bbox',) for a detector without masks"
-                )
-            for entry, rle in zip(common, encode_masks(pred["masks"])):
-                results["segm"].append({**entry, "segmentation": rle})
-    return results
+                self.results["bbox"].append({**entry, "bbox": box})
+        has_masks = pred.get("masks") is not None or pred.get("box_masks") is not None
+        if "segm" in self.results and has_masks:  # a detector alone gives boxes only
+            for entry, rle in zip(common, _image_rles(pred)):
+                self.results["segm"].append({**entry, "segmentation": rle})
 
 
-def _xyxy_to_xywh(boxes: torch.Tensor) -> torch.Tensor:
-    """`[N, 4]` corners (x1, y1, x2, y2) → `[N, 4]` COCO (x, y, width, height)."""
-    x1, y1, x2, y2 = boxes.unbind(-1)
-    return torch.stack([x1, y1, x2 - x1, y2 - y1], dim=-1)
+def _image_rles(pred: dict) -> list[dict]:
+    """One compressed RLE per detection of an image, from pasted or box-relative masks."""
+    if pred.get("masks") is not None:  # [N, H, W]
+        return encode_masks(pred["masks"])
+    rles = []
+    chunks = paste_masks_in_chunks(pred["box_masks"], pred["boxes"], pred["image_size"])
+    for chunk in chunks:  # [n, H, W] bool, n ≤ PASTE_CHUNK
+        rles += encode_masks(chunk)
+    return rles
 
 
 def encode_masks(masks: torch.Tensor) -> list[dict]:

@@ -20,7 +20,8 @@ import statistics
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..config import MASK_BRANCHES, Config, get_preset
+from ..config import MASK_BRANCHES, Config, apply_override, get_preset
+from .measure import FLOPS_NOTE
 
 # The blender's ablation knobs (paper §4.1: K bases, M attention size, R RoI size, and the
 # attention interpolation), with the type of their values.
@@ -35,10 +36,39 @@ class Row:
     label: str  # "blender", "yolact", ..., or "K=2" in a sweep
     branch: str
     overrides: dict = field(default_factory=dict)  # BlenderConfig field → value
+    fcis: dict = field(default_factory=dict)  # FCISConfig field → value
 
     def run_name(self, seed: int) -> str:
+        """From the configuration alone, so rows of different sets that train the same model
+        share a run (and skip it when it is finished)."""
         knobs = "".join(f"_{k}-{v}" for k, v in self.overrides.items())
+        knobs += "".join(f"_fcis.{k}-{v}" for k, v in self.fcis.items())
         return f"{self.branch}{knobs}_s{seed}"
+
+
+# Named sets of rows (`compare --rows-set NAME`; `--table1` is `--rows-set table1`).
+# table1: the paper's Table 1 (§4.1, COCO R-50) on one bottom module, R = 28, nearest
+#   interpolation, the blender's crops, targets and loss; only the number of bases (the bottom
+#   module's 1×1 output width) and the mixing differ.
+_TABLE1_COMMON = {"R": 28, "interpolation": "nearest"}
+NAMED_SETS = {
+    "table1": [
+        Row("weighted sum (K=4, M=1)", "blender", {"K": 4, "M": 1, **_TABLE1_COMMON}),
+        Row(
+            "assembler (16 bases, 4×4 cells)",
+            "blender",
+            {"K": 16, "M": 4, **_TABLE1_COMMON, "attention": "cells"},
+        ),
+        Row("blender 28_4_4", "blender", {"K": 4, "M": 4, **_TABLE1_COMMON}),
+    ],
+    # capacity: the zoo's FCIS-style branch against a blender with as many maps.
+    "capacity": [
+        Row("FCIS-style k=2 (4 maps)", "fcis", fcis={"k": 2}),
+        Row("blender K=4 (preset)", "blender"),
+        Row("FCIS-style k=4 (16 maps)", "fcis", fcis={"k": 4}),
+        Row("blender K=16, M=4", "blender", {"K": 16, "M": 4}),
+    ],
+}
 
 
 def parse_branches(text: str) -> list[str]:
@@ -83,10 +113,15 @@ def plan_rows(branches: list[str], sweep: str | None) -> list[Row]:
     return [Row(f"{knob}={v}", "blender", {knob: v}) for v in values]
 
 
-def run_config(preset: str, row: Row, seed: int, max_iters, time_budget_min, device) -> Config:
+def run_config(
+    preset: str, row: Row, seed: int, max_iters, time_budget_min, device, overrides=()
+) -> Config:
     cfg = get_preset(preset)
+    for assignment in overrides:  # --set FIELD=VALUE, before the row's own knob
+        apply_override(cfg, assignment)
     cfg.model.mask_branch = row.branch
     cfg.model.blender = dataclasses.replace(cfg.model.blender, **row.overrides)
+    cfg.model.fcis = dataclasses.replace(cfg.model.fcis, **row.fcis)
     if max_iters is not None:
         cfg.train.max_iters, cfg.train.time_budget_min = max_iters, 0.0
     if time_budget_min is not None:
@@ -121,29 +156,52 @@ def run_compare(
     sweep: str | None = None,
     device: str = "auto",
     progress: bool = True,
+    overrides: list[str] = (),
+    named_set: str | None = None,
+    only_rows: list[int] | None = None,
 ) -> dict:
-    """Train and measure every (row, seed); write the four report files; return results."""
+    """Train and measure every (row, seed); write the four report files; return results.
+    `named_set` (a key of NAMED_SETS) replaces `branches`/`sweep` by that set's rows;
+    `only_rows` (1-based) keeps some of the rows, in that order (to split a set over lanes)."""
     from ..viz.compare_figures import plot_comparison, plot_qualitative
     from .measure import measure_run
 
     if val_path is None:
         raise ValueError("compare needs --val: every run is scored on it")
-    rows = plan_rows(list(branches), sweep)
+    if named_set is not None:
+        if named_set not in NAMED_SETS:
+            raise ValueError(f"--rows-set {named_set!r}: choose one of {', '.join(NAMED_SETS)}")
+        rows = NAMED_SETS[named_set]
+    else:
+        rows = plan_rows(list(branches), sweep)
+    if only_rows:
+        if not all(1 <= i <= len(rows) for i in only_rows):
+            raise ValueError(f"--rows {only_rows}: the rows are numbered 1..{len(rows)}")
+        rows = [rows[i - 1] for i in only_rows]
     out = Path(output_dir)
     runs_dir = out / "runs"
     for row in rows:
         for seed in seeds:
-            cfg = run_config(preset, row, seed, max_iters, time_budget_min, device)
+            cfg = run_config(preset, row, seed, max_iters, time_budget_min, device, overrides)
             ensure_trained(cfg, train_path, val_path, runs_dir / row.run_name(seed), progress)
     table = []
     for row in rows:
         runs = [measure_run(runs_dir / row.run_name(s), val_path, progress) for s in seeds]
-        table.append({"row": row.label, "branch": row.branch, **row.overrides, **summarise(runs)})
+        table.append({
+            "row": row.label,
+            "branch": row.branch,
+            "run": row.run_name(seeds[0])[: -len(f"_s{seeds[0]}")],
+            **row.overrides,
+            **{f"fcis.{k}": v for k, v in row.fcis.items()},
+            **summarise(runs),
+        })  # fmt: skip
     results = {
         "preset": preset,
         "seeds": list(seeds),
         "budget": {"max_iters": max_iters, "time_budget_min": time_budget_min},
         "sweep": sweep,
+        "set": list(overrides),
+        "rows_set": named_set,
         "rows": table,
     }
     (out / "results.json").write_text(json.dumps(results, indent=2) + "\n")
@@ -175,6 +233,7 @@ COLUMNS = (  # (measured key, header, format)
     ("box_AP", "box AP", "{:.3f}"),
     ("mask_AP_gt_boxes", "mask AP, GT boxes", "{:.3f}"),
     ("mask_branch_params", "mask-branch params", "{:,.0f}"),
+    ("mask_branch_gflops", "mask-branch GFLOPs", "{:.3f}"),
     ("total_params", "total params", "{:,.0f}"),
     ("inference_ms_per_image", "inference ms/img", "{:.1f}"),
     ("train_s_per_iter", "train s/iter", "{:.3f}"),
@@ -194,7 +253,9 @@ def results_markdown(results: dict) -> str:
     lines = [head, "|" + "---|" * (len(COLUMNS) + 1)]
     for r in results["rows"]:
         lines.append(
-            "| " + " | ".join([r["row"], *(cell(r[k], f, n) for k, _, f in COLUMNS)]) + " |"
+            "| "
+            + " | ".join([r["row"], *(cell(r[k], f, n) if k in r else "–" for k, _, f in COLUMNS)])
+            + " |"
         )
     budget = results["budget"]
     if budget["max_iters"]:
@@ -205,6 +266,9 @@ def results_markdown(results: dict) -> str:
         per_run = "the preset's"
     note = (
         f"\n`{results['preset']}` preset; seeds {results['seeds']} (mean ± std over seeds); "
-        f"budget per run: {per_run}. Inference and train speed: this machine, this run.\n"
+        f"budget per run: {per_run}. Inference and train speed: this machine, this run. "
+        "Shared by every row: data, detector architecture (FCOS), loop and budget; each run "
+        "trains its own detector from the same ImageNet-pretrained backbone. "
+        f"Mask-branch GFLOPs: {FLOPS_NOTE}.\n"
     )
     return "\n".join(lines) + "\n" + note

@@ -11,14 +11,16 @@ from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
 from ..data.batching import collate
-from .coco_eval import evaluate_coco, evaluate_results, predictions_to_coco_results
+from ..modeling.segmenter import InstanceSegmenter
+from .coco_eval import CocoResults, evaluate_results
 from .diagnose import diagnose, format_findings
 
 
 @torch.inference_mode()
 def predict_dataset(model, dataset, device, batch_size: int = 8, progress: bool = True):
     """→ list of per-image predictions {"image_id", "boxes", "scores", "labels"[, "masks"]}
-    at each image's original size, on the CPU."""
+    at each image's original size, on the CPU. Every image's pasted masks [N, H, W] stay in
+    memory: for small sets, pictures and tests; `evaluate_model` streams (`predict_coco_results`)."""
     was_training = model.training
     model.eval()
     loader = DataLoader(dataset, batch_size=batch_size, collate_fn=collate, num_workers=0)
@@ -34,23 +36,51 @@ def predict_dataset(model, dataset, device, batch_size: int = 8, progress: bool 
     return predictions
 
 
+@torch.inference_mode()
+def predict_coco_results(
+    model, dataset, device, label_to_cat_id, batch_size: int = 8, progress: bool = True
+) -> CocoResults:
+    """Run `model` over `dataset` and keep only COCO result entries: each image's masks are
+    pasted a few detections at a time and encoded to RLE as they are produced, so memory does
+    not grow with the dataset beyond the entries themselves (benchmarks/eval_memory.py)."""
+    was_training = model.training
+    model.eval()
+    inner = getattr(model, "module", model)  # DDP wraps it
+    unpasted = isinstance(inner, InstanceSegmenter)  # other models paste their own masks
+    has_masks = _has_mask_branch(model)
+    results = CocoResults(label_to_cat_id, ("bbox", "segm"))
+    loader = DataLoader(dataset, batch_size=batch_size, collate_fn=collate, num_workers=0)
+    for images, targets in tqdm(loader, desc="evaluate", disable=not progress, leave=False):
+        images = [im.to(device) for im in images]
+        orig_sizes = [tuple(int(s) for s in t["orig_size"]) for t in targets]
+        if unpasted:  # masks [N, R, R] over their boxes: pasted into RLEs by CocoResults
+            outputs = inner(images, orig_sizes=orig_sizes, paste=False)
+        else:
+            outputs = model(images, orig_sizes=orig_sizes)
+        for target, size, res in zip(targets, orig_sizes, outputs):
+            has_masks |= "masks" in res or "box_masks" in res
+            results.add({**res, "image_id": int(target["image_id"]), "image_size": size})
+    model.train(was_training)
+    if not has_masks:
+        del results.results["segm"]
+    return results
+
+
 def evaluate_model(
     model, dataset, device, batch_size: int = 8, progress: bool = True, diagnose: bool = True
 ) -> dict:
     """COCO metrics {"bbox": {...}, "segm": {...}, "per_category": {...}} of `model` on
-    `dataset` (a CocoInstances). With `diagnose`, an AP below 0.01 prints what went wrong."""
-    predictions = predict_dataset(model, dataset, device, batch_size, progress)
-    has_masks = any("masks" in p for p in predictions) or _has_mask_branch(model)
-    iou_types = ("bbox", "segm") if has_masks else ("bbox",)
-    label_to_cat_id = dataset.label_to_cat_id
-    metrics = evaluate_coco(
-        dataset.coco, predictions, label_to_cat_id, iou_types, per_category=True
+    `dataset` (a CocoInstances), in memory that does not grow with the dataset beyond the COCO
+    results (`predict_coco_results`). With `diagnose`, an AP below 0.01 prints what went wrong."""
+    predicted = predict_coco_results(
+        model, dataset, device, dataset.label_to_cat_id, batch_size, progress
     )
+    image_ids = sorted(set(predicted.image_ids))
+    metrics = evaluate_results(dataset.coco, predicted.results, image_ids, per_category=True)
     if diagnose:
-        results = predictions_to_coco_results(predictions, label_to_cat_id, iou_types)
         detector = getattr(getattr(model, "module", model), "fcos", None)
         score_thresh = detector.cfg.score_thresh if detector is not None else None
-        print_diagnosis(dataset.coco, results, metrics, score_thresh)
+        print_diagnosis(dataset.coco, predicted.results, metrics, score_thresh)
     return metrics
 
 

@@ -64,7 +64,7 @@ def run_on_gt_boxes(model, images: list[torch.Tensor], targets: list[dict]) -> d
     features = model.backbone(x)
     fcos_out = model.fcos(pyramid_levels(features), image_sizes)
     detections = gt_detections(fcos_out, targets, model.fcos.cfg)
-    masks = model.mask_branch.forward_test(features, fcos_out, detections)
+    masks = model.mask_branch.forward_test(features, fcos_out, detections, intermediates=False)
     return {"image_sizes": image_sizes, "fcos": {"detections": detections}, "masks": masks}
 
 

@@ -13,6 +13,14 @@ eval mode, no gradients) next to the COCO AP; `blendmask-edu plot RUN` draws bot
 
 Stops at `max_iters` or at the time budget: with `time_budget_min`, the loop measures its own
 speed and fixes the total number of iterations (and so the cosine schedule) to fit the budget.
+
+On the CPU a killed and resumed run ends with bit-identical weights, whatever the load of the
+machine (one machine, one thread setting; docs/training.md says what is guaranteed where):
+`deterministic_on_cpu` turns off the CPU kernels whose float sums depend on thread timing,
+and the RNG state is restored after the DataLoader has drawn its seed. A SIGTERM or Ctrl-C
+finishes the step and writes the checkpoint (engine/preemption.py); one process trains into
+a run folder at a time (engine/run_folder.py); `--resume` states or refuses every setting
+that differs from the checkpoint's (engine/resume_check.py).
 """
 
 from __future__ import annotations
@@ -21,7 +29,6 @@ import contextlib
 import json
 import os
 import signal
-import threading
 import time
 from pathlib import Path
 
@@ -37,8 +44,18 @@ from ..data.coco import CocoInstances
 from ..data.transforms import build_transforms
 from ..modeling.segmenter import InstanceSegmenter
 from .box_sizes import check_box_sizes
-from .checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
+from .checkpoint import (
+    load_checkpoint,
+    restore_scaler,
+    rng_state,
+    save_checkpoint,
+    set_rng_state,
+)
 from .evaluate import evaluate_model
+from .image_scale import check_image_scale
+from .preemption import agreed_stop, finish_stop, stop_requests
+from .resume_check import check_resume, data_identity
+from .run_folder import RunLock, append_jsonl, read_jsonl
 from .sampler import InfiniteBatchSampler, SeededAugmentation
 from .schedule import build_optimizer, build_scheduler
 from .val_loss import validation_losses
@@ -72,24 +89,30 @@ def loader_workers(configured: int, device: torch.device) -> int:
 
 
 @contextlib.contextmanager
-def finish_step_on_ctrl_c():
-    """Inside: a first Ctrl-C is noted (the list becomes non-empty) and the step finishes, so
-    the checkpoint written next is consistent; a second Ctrl-C stops at once."""
-    interrupted: list[bool] = []
-    if threading.current_thread() is not threading.main_thread():
-        yield interrupted
+def deterministic_on_cpu(device: torch.device):
+    """On the CPU, use only kernels that give the same bits run after run.
+
+    Why: the backward of advanced indexing with repeated indices (`crops[inverse]` in the
+    blender branch: every positive of an instance takes its instance's crop) is
+    `index_put_(accumulate=True)`, which on CPU with ≥ 2 threads and ≥ 32768 elements adds
+    with atomic float additions from several threads. Float addition is not associative, so
+    the result depends on which thread gets there first, i.e. on the load of the machine:
+    on a busy 2-core machine 23 of 29 repeats of the same backward differed in the last bits,
+    0 of 29 with this mode or with one thread (docs/training.md). Deterministic mode makes
+    that kernel serial; its cost here is small. `warn_only`: an op without a deterministic
+    CPU kernel warns instead of stopping the run. Not used on CUDA, where several kernels
+    this model needs (RoIAlign and interpolation backward) have no deterministic version.
+    """
+    if device.type != "cpu":
+        yield
         return
-
-    def note(signum, frame):
-        if interrupted:
-            raise KeyboardInterrupt
-        interrupted.append(True)
-
-    previous = signal.signal(signal.SIGINT, note)
+    was = torch.are_deterministic_algorithms_enabled()
+    was_warn = torch.is_deterministic_algorithms_warn_only_enabled()
+    torch.use_deterministic_algorithms(True, warn_only=True)
     try:
-        yield interrupted
+        yield
     finally:
-        signal.signal(signal.SIGINT, previous)
+        torch.use_deterministic_algorithms(was, warn_only=was_warn)
 
 
 class Trainer:
@@ -120,7 +143,8 @@ class Trainer:
             )
             cfg.model.fcos.num_classes = len(self.categories)
         if dist.is_main_process():  # do the objects' sizes fit the FPN levels?
-            for warning in check_box_sizes(self.train_set, cfg.data, cfg.model.fcos):
+            warnings = check_image_scale(self.train_set, cfg.data)
+            for warning in warnings + check_box_sizes(self.train_set, cfg.data, cfg.model.fcos):
                 print(f"warning: {warning}")
         torch.manual_seed(cfg.train.seed)
         self.model = (model or InstanceSegmenter(cfg.model)).to(self.device)
@@ -134,7 +158,7 @@ class Trainer:
         if self.distributed:
             trained_bn = not cfg.model.backbone.freeze_bn or cfg.model.blender.bottom_norm == "BN"
             if self.device.type == "cuda" and trained_bn:  # frozen BN stays in eval mode
-                self.model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(self.model)
+                self.model = dist.convert_sync_batchnorm(self.model)  # timm's norm+act kept
             ids = [self.device.index] if self.device.type == "cuda" else None
             self.ddp_model = DistributedDataParallel(self.model, device_ids=ids)
 
@@ -152,6 +176,7 @@ class Trainer:
             "elapsed": self.elapsed,
             "config": self.cfg.to_dict(),
             "categories": self.categories,
+            "data": data_identity(self.train_set),
         }
 
     def resume(self) -> None:
@@ -160,15 +185,37 @@ class Trainer:
             print(f"--resume: no {path} yet, starting from scratch")
             return
         ckpt = load_checkpoint(path)
+        applied = check_resume(
+            ckpt["config"], self.cfg.to_dict(), ckpt.get("data"), data_identity(self.train_set)
+        )  # raises ResumeMismatchError naming what cannot change
         self.model.load_state_dict(ckpt["model"])
         self.optimizer.load_state_dict(ckpt["optimizer"])
         self.scheduler.load_state_dict(ckpt["scheduler"])
-        self.scaler.load_state_dict(ckpt["scaler"])
-        set_rng_state(ckpt["rng"])
+        scaler_note = restore_scaler(self.scaler, ckpt["scaler"])  # CPU checkpoint → CUDA
+        if scaler_note:
+            print(f"note: --resume: {scaler_note}")
+        # The RNG state is restored in `train`, *after* the DataLoader iterator has drawn its
+        # base seed from the global torch RNG; restored here, that draw would shift every
+        # later random number (e.g. `torch.randperm` with max_instances_for_loss > 0).
+        self._rng_to_restore = ckpt["rng"]
         self.start_iter, self.elapsed = ckpt["iteration"], ckpt["elapsed"]
         self.total_iters[0] = ckpt["total_iters"]
+        if ckpt["config"]["train"]["max_iters"] != self.cfg.train.max_iters:
+            # A new max_iters: the schedule is recomputed for the new total (the LambdaLR
+            # reads total_iters[0] at every step), from the resumed iteration on.
+            self.total_iters[0] = self.cfg.train.max_iters
+            lambdas = self.scheduler.lr_lambdas
+            for group, base, lr_lambda in zip(
+                self.optimizer.param_groups, self.scheduler.base_lrs, lambdas
+            ):
+                group["lr"] = base * lr_lambda(self.start_iter)  # this iteration's new rate
+        if self.total_iters[0] <= self.start_iter:
+            print(f"--resume: the checkpoint is at iteration {self.start_iter}, the run's "
+                  f"total is {self.total_iters[0]}: nothing left to train")  # fmt: skip
         self._truncate_metrics(self.start_iter)
         print(f"resumed from {path} at iteration {self.start_iter}")
+        for line in applied:
+            print(f"--resume: {line}")
 
     def save(self, iteration: int) -> None:
         if dist.is_main_process():
@@ -176,16 +223,19 @@ class Trainer:
 
     # -- logging -------------------------------------------------------------------------
     def _truncate_metrics(self, start_iter: int) -> None:
+        """Keep the log lines up to the checkpoint (a torn last line is dropped too)."""
         path = self.out / "metrics.jsonl"
         if dist.is_main_process() and path.exists():
-            lines = [ln for ln in path.read_text().splitlines() if ln.strip()]
-            kept = [ln for ln in lines if json.loads(ln).get("iter", -1) <= start_iter]
-            path.write_text("".join(ln + "\n" for ln in kept))
+            kept = [r for r in read_jsonl(path) if r.get("iter", -1) <= start_iter]
+            tmp = path.with_name(path.name + ".tmp")
+            tmp.unlink(missing_ok=True)
+            for record in kept:
+                append_jsonl(tmp, record)
+            os.replace(tmp, path)
 
     def log(self, record: dict) -> None:
-        if dist.is_main_process():
-            with open(self.out / "metrics.jsonl", "a") as f:
-                f.write(json.dumps(record) + "\n")
+        if dist.is_main_process():  # all of the line or none of it, even on a full disk
+            append_jsonl(self.out / "metrics.jsonl", record)
 
     # -- the loop ------------------------------------------------------------------------
     def batches(self):
@@ -259,14 +309,21 @@ class Trainer:
 
     def train(self, resume: bool = False) -> dict:
         self.out.mkdir(parents=True, exist_ok=True)
-        if dist.is_main_process():
-            self.cfg.save(self.out / "config.json")
+        lock = RunLock(self.out) if dist.is_main_process() else contextlib.nullcontext()
+        with lock, deterministic_on_cpu(self.device):  # one writer per run folder
+            return self._train(resume)
+
+    def _train(self, resume: bool) -> dict:
+        self._rng_to_restore = None
         if resume:
             self.resume()
         elif dist.is_main_process():
             (self.out / "metrics.jsonl").unlink(missing_ok=True)  # a fresh run, a fresh log
-        tcfg = self.cfg.train
-        batches = self.batches()
+        if dist.is_main_process():
+            self.cfg.save(self.out / "config.json")
+        batches = self.batches()  # draws the DataLoader's base seed from the torch RNG...
+        if self._rng_to_restore is not None:
+            set_rng_state(self._rng_to_restore)  # ...so the saved state is restored after it
         self.model.train()
         bar = tqdm(
             total=self.total_iters[0],
@@ -275,22 +332,29 @@ class Trainer:
             disable=not (self.progress and dist.is_main_process()),
             dynamic_ncols=True,
         )
-        it, window_t, window_n = self.start_iter, 0.0, 0
-        timed_from = self.start_iter + 2  # the first iterations are slow (allocations)
+        it = self._last_iter = self.start_iter
         pending = []  # (iteration, loss tensors) not yet checked for NaN / inf
+        with stop_requests() as stop:  # SIGINT / SIGTERM: finish the step, save, stop
+            self._loop(it, batches, bar, pending, stop)
+        bar.close()
+        it = self._last_iter
+        if pending:
+            self.check_finite(pending)
+        self.save(it)
+        return self.evaluate(it, final=True)
+
+    def _loop(self, it, batches, bar, pending, stop) -> None:
+        tcfg = self.cfg.train
+        window_t, window_n = 0.0, 0
+        timed_from = self.start_iter + 2  # the first iterations are slow (allocations)
         while it < self.total_iters[0]:
             t0 = time.perf_counter()
             images, targets = next(batches)
-            with finish_step_on_ctrl_c() as interrupted:
-                pending.append((it, self.step(images, targets)))
+            pending.append((it, self.step(images, targets)))
             dt = time.perf_counter() - t0
             self.elapsed += dt
             it += 1
-            if interrupted:  # Ctrl-C: keep what was learned; `--resume` goes on from here
-                self.check_finite(pending)
-                self.save(it)
-                print(f"\ninterrupted: saved {self.out / CHECKPOINT} after iteration {it}")
-                raise KeyboardInterrupt
+            self._last_iter = it
             if it > timed_from:
                 window_t, window_n = window_t + dt, window_n + 1
             if window_n and (it - timed_from) % 10 == 0:
@@ -315,11 +379,16 @@ class Trainer:
                 self.save(it)
             if tcfg.eval_period and it % tcfg.eval_period == 0 and it < self.total_iters[0]:
                 self.evaluate(it)
-        bar.close()
-        if pending:
-            self.check_finite(pending)
-        self.save(it)
-        return self.evaluate(it, final=True)
+            signum = agreed_stop(stop, self.device)  # after this iteration's log line
+            if signum:  # keep what was learned; `--resume` goes on from here
+                if pending:
+                    self.check_finite(pending)
+                self.save(it)
+                finish_stop(
+                    signum,
+                    f"stopped by {signal.Signals(signum).name}: saved {self.out / CHECKPOINT} "
+                    f"after iteration {it}. To continue, run the same command with --resume.",
+                )
 
     def evaluate(self, it: int, final: bool = False) -> dict:
         """Validation losses and COCO AP → one metrics.jsonl record {"iter", "val", "eval"}."""

@@ -7,7 +7,8 @@
 A training loss that keeps falling while the validation loss rises is over-fitting; both
 flat is a learning rate or a data problem. Terms are averaged over the batches, weighted by
 their number of images (the normalisers, e.g. the number of positives, are per batch, as in
-training). The data are the val set with its test-time transforms (no flips).
+training). The data are the val set with its test-time transforms (no flips). Memory is one
+batch: only the running sums are kept, so a COCO-sized val set costs no more than a small one.
 """
 
 from __future__ import annotations

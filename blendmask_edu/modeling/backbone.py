@@ -66,23 +66,53 @@ def create_d2_resnet(
     return body, list(STAGES)
 
 
-def freeze_stages(body: nn.Module, stage_modules: list[str], freeze_at: int) -> list[nn.Module]:
-    """Stop gradients for every parameter before stage `freeze_at` (0-based in
-    `stage_modules`); returns the frozen modules (kept in eval mode while training)."""
+def frozen_stage_names(body: nn.Module, stage_modules: list[str], freeze_at: int) -> list[str]:
+    """The outermost modules of `body` that come before stage `freeze_at` (0-based in
+    `stage_modules`), e.g. Lite0, freeze_at=2 → ["conv_stem", "bn1", "blocks.0", "blocks.1"]
+    (the stem and the first two stages); ResNet → ["conv1", "bn1", "act1", "maxpool", "layer1"]."""
     if freeze_at <= 0:
         return []
     if freeze_at >= len(stage_modules):
         raise ValueError(f"freeze_at={freeze_at}: the backbone has {len(stage_modules)} stages")
-    first_trained = stage_modules[freeze_at] + "."
-    frozen = []
-    for name, module in body.named_modules():
-        if name.startswith(first_trained) or name == stage_modules[freeze_at]:
-            break
-        if name and not list(module.children()):
-            frozen.append(module)
-            for p in module.parameters():
-                p.requires_grad_(False)
-    return frozen
+    first_trained = stage_modules[freeze_at]
+    names: list[str] = []
+
+    def walk(module: nn.Module, prefix: str) -> bool:  # True once `first_trained` is reached
+        for name, child in module.named_children():
+            full = prefix + name
+            if full == first_trained:
+                return True
+            if first_trained.startswith(full + "."):  # the stage lies inside: descend
+                return walk(child, full + ".")
+            names.append(full)
+        return False
+
+    walk(body, "")
+    return names
+
+
+def freeze_stages(body: nn.Module, stage_modules: list[str], freeze_at: int) -> list[str]:
+    """Freeze everything before stage `freeze_at`: no gradient for its parameters, and each of
+    its BatchNorm layers (timm's BatchNorm+activation too) replaced in place by a frozen one
+    (statistics and affine fixed, `timm.utils.model.freeze`); returns the frozen modules' names.
+
+    Frozen layers are buffers, not parameters, so a later SyncBatchNorm conversion leaves them
+    alone and nothing can update them."""
+    from timm.utils.model import freeze
+
+    names = frozen_stage_names(body, stage_modules, freeze_at)
+    if names:
+        freeze(body, names, include_bn_running_stats=True)
+    return names
+
+
+def freeze_batchnorm(body: nn.Module) -> nn.Module:
+    """Every BatchNorm of `body` → a frozen one (timm's `freeze_batch_norm_2d`: BatchNorm2d →
+    torchvision's FrozenBatchNorm2d, BatchNormAct2d → FrozenBatchNormAct2d, the activation
+    kept): running statistics and affine parameters fixed, as detectron2's "FrozenBN"."""
+    from timm.layers import freeze_batch_norm_2d
+
+    return freeze_batch_norm_2d(body)
 
 
 def _timm_pretrained(name: str, out_indices: tuple[int, ...], timm_kwargs: dict) -> nn.Module:
@@ -137,8 +167,11 @@ class BackboneFPN(nn.Module):
         else:
             self.body, stage_modules = create_timm_backbone(backbone_cfg, strides)
             in_channels = self.body.feature_info.channels()  # e.g. [40, 112, 320] for lite0
+        # The names (not the modules) of the frozen stages: a SyncBatchNorm conversion
+        # replaces modules, and `train()` must find the live ones.
         self.frozen = freeze_stages(self.body, stage_modules, backbone_cfg.freeze_at)
-        self.freeze_bn = backbone_cfg.freeze_bn
+        if backbone_cfg.freeze_bn:  # keep the pretrained statistics (small batches)
+            self.body = freeze_batchnorm(self.body)
         self.channels_last = backbone_cfg.channels_last
         if self.channels_last:
             self.body.to(memory_format=torch.channels_last)
@@ -169,11 +202,7 @@ class BackboneFPN(nn.Module):
 
     def train(self, mode: bool = True):
         super().train(mode)
-        if mode and self.freeze_bn:  # keep the pretrained statistics (small batches)
-            for m in self.body.modules():
-                if isinstance(m, nn.modules.batchnorm._BatchNorm):
-                    m.eval()
-        if mode:
-            for m in self.frozen:  # frozen stages: their BatchNorm statistics stay fixed too
-                m.eval()
+        if mode:  # frozen stages behave as at test time (no dropout / drop-path either)
+            for name in self.frozen:
+                self.body.get_submodule(name).eval()
         return self

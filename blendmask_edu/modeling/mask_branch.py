@@ -8,7 +8,8 @@ A mask branch sits beside FCOS and shares its backbone/FPN features:
   (`positive_instances` collects them).
 * `forward_test(features, fcos_out, detections)` → per image a dict whose "masks" are
   [N, R, R] probabilities in box coordinates for the N detections, plus whatever
-  intermediates it wants to show (bases, attentions...). The segmenter pastes them back.
+  intermediates it wants to show (bases, attentions...); with `intermediates=False` it may
+  skip those that cost extra work (what `predict` runs). The segmenter pastes them back.
 
 The small helpers below are shared by the branches: the R×R mask targets, the
 centerness-weighted BCE, and the bookkeeping between "all detections of a batch" and
@@ -33,7 +34,11 @@ class MaskBranch(nn.Module):
         raise NotImplementedError
 
     def forward_test(
-        self, features: dict[str, torch.Tensor], fcos_out: dict, detections: list[dict]
+        self,
+        features: dict[str, torch.Tensor],
+        fcos_out: dict,
+        detections: list[dict],
+        intermediates: bool = True,  # False: the masks only (predict, evaluate, timing)
     ) -> list[dict[str, torch.Tensor]]:
         raise NotImplementedError
 

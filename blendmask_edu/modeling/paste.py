@@ -35,3 +35,33 @@ def paste_masks(
         crop = F.grid_sample(masks[i][None, None], grid, align_corners=False)  # [1, 1, h, w]
         out[i, r0:r1, c0:c1] = crop[0, 0]
     return out
+
+
+# At COCO's 800×1333, [100, H, W] float32 is 426 MB per image: paste a few detections at a
+# time and keep one bit per pixel (the evaluation thresholds at 0.5 anyway).
+PASTE_CHUNK = 16  # detections per chunk: 16 × 800 × 1333 × 4 B = 68 MB of float at a time
+
+
+def paste_masks_in_chunks(
+    masks: torch.Tensor,  # [N, R, R] probabilities in box coordinates
+    boxes: torch.Tensor,  # [N, 4] xyxy in image pixels
+    image_size: tuple[int, int],  # (H, W)
+    chunk_size: int = PASTE_CHUNK,
+    threshold: float = 0.5,
+):
+    """Yield the binary pasted masks `[n, H, W]` bool, n ≤ `chunk_size` detections at a time
+    (in order): `paste_masks(...) > threshold` in bounded memory."""
+    for start in range(0, masks.shape[0], chunk_size):
+        end = start + chunk_size
+        yield paste_masks(masks[start:end], boxes[start:end], image_size) > threshold
+
+
+def paste_masks_binary(
+    masks: torch.Tensor, boxes: torch.Tensor, image_size: tuple[int, int], threshold: float = 0.5
+) -> torch.Tensor:
+    """→ [N, H, W] bool: `paste_masks(...) > threshold`, one byte per pixel instead of four
+    and never more than `PASTE_CHUNK` detections of float at a time."""
+    chunks = list(paste_masks_in_chunks(masks, boxes, image_size, threshold=threshold))
+    if not chunks:
+        return torch.zeros((0, *image_size), dtype=torch.bool, device=masks.device)
+    return torch.cat(chunks)

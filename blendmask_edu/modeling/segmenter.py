@@ -47,7 +47,7 @@ def build_mask_branch(
     if name == "roi":
         from .fusion.roi import RoIMaskHead
 
-        return RoIMaskHead(cfg.roi, cfg.blender, in_channels, cfg.fcos)
+        return RoIMaskHead(cfg.roi, cfg.blender, in_channels, cfg.fcos, c2_channels)
     raise ValueError(
         f"model.mask_branch: unknown mask branch {name!r}; choose one of {', '.join(MASK_BRANCHES)}"
     )
@@ -63,8 +63,13 @@ class InstanceSegmenter(nn.Module):
     ):
         super().__init__()
         self.cfg = cfg
-        if backbone is None:  # the bottom module of blender/YOLACT/FCIS may read C2
-            with_c2 = cfg.blender.bottom_c2 and cfg.mask_branch in ("blender", "yolact", "fcis")
+        if backbone is None:  # every branch's mask input may read C2 (the RoI head as P2)
+            with_c2 = cfg.blender.bottom_c2 and cfg.mask_branch in (
+                "blender",
+                "yolact",
+                "fcis",
+                "roi",
+            )
             backbone = BackboneFPN(cfg.backbone, cfg.fpn, with_c2=with_c2)
         self.backbone = backbone
         self.fcos = FCOS(cfg.fcos, self.backbone.out_channels)
@@ -95,14 +100,17 @@ class InstanceSegmenter(nn.Module):
         images: list[torch.Tensor],
         targets: list[dict] | None = None,
         orig_sizes: list[tuple[int, int]] | None = None,
+        paste: bool = True,
     ):
         """Training: `targets` required → dict of losses.
         Inference: → per image {"boxes", "scores", "labels"[, "masks"]} at `orig_sizes`
-        (default: the input sizes); masks are [N, H, W] probabilities."""
-        out = self.run(images, targets if self.training else None)
+        (default: the input sizes); masks are [N, H, W] probabilities. `paste=False` gives
+        "box_masks" [N, R, R] instead (each over its box, not yet pasted): evaluation pastes
+        them a few at a time (`paste_masks_in_chunks`) to stay in bounded memory."""
+        out = self.run(images, targets if self.training else None, intermediates=False)
         if self.training:
             return out["losses"]
-        return self.postprocess(out, orig_sizes)
+        return self.postprocess(out, orig_sizes, paste)
 
     def compute_losses(self, images: list[torch.Tensor], targets: list[dict]) -> dict:
         """The training loss dict, in whichever mode the model is in. In eval mode (validation
@@ -110,8 +118,15 @@ class InstanceSegmenter(nn.Module):
         `torch.no_grad()` to keep no graph."""
         return self.run(images, targets)["losses"]
 
-    def run(self, images: list[torch.Tensor], targets: list[dict] | None = None) -> dict:
-        """Every stage's output in one dict (features, fcos, masks, losses): for teaching."""
+    def run(
+        self,
+        images: list[torch.Tensor],
+        targets: list[dict] | None = None,
+        intermediates: bool = True,
+    ) -> dict:
+        """Every stage's output in one dict (features, fcos, masks, losses): for teaching.
+        `intermediates=False` (what `forward`, hence predict/evaluate, uses) asks the mask
+        branch for the masks only, without its visualisation intermediates."""
         if targets is None and self.training:
             raise ValueError("InstanceSegmenter in training mode needs targets")
         x, image_sizes = self.preprocess(images)
@@ -124,10 +139,12 @@ class InstanceSegmenter(nn.Module):
                 losses.update(self.mask_branch.forward_train(features, fcos_out, targets))
             out["losses"] = losses
         elif self.mask_branch is not None:
-            out["masks"] = self.mask_branch.forward_test(features, fcos_out, fcos_out["detections"])
+            out["masks"] = self.mask_branch.forward_test(
+                features, fcos_out, fcos_out["detections"], intermediates=intermediates
+            )
         return out
 
-    def postprocess(self, out: dict, orig_sizes=None) -> list[dict]:
+    def postprocess(self, out: dict, orig_sizes=None, paste: bool = True) -> list[dict]:
         results = []
         for b, det in enumerate(out["fcos"]["detections"]):
             h, w = out["image_sizes"][b]
@@ -141,7 +158,9 @@ class InstanceSegmenter(nn.Module):
                 keep = (boxes[:, 2] > boxes[:, 0]) & (boxes[:, 3] > boxes[:, 1])
                 res = {k: v[keep] for k, v in res.items()}
                 masks = masks[keep] if masks is not None else None
-            if masks is not None:
+            if masks is not None and paste:
                 res["masks"] = paste_masks(masks, res["boxes"], (H, W))
+            elif masks is not None:
+                res["box_masks"] = masks  # [N, R, R]
             results.append(res)
         return results

@@ -37,14 +37,17 @@ def plot_comparison(table: list[dict]):
             label=legend,
             color=PALETTE[i],
         )
-    ax.set_xticks(x, labels)
+    ax.set_xticks(x, [label.replace(" (", "\n(") for label in labels], fontsize=8)
     ax.set_ylabel("COCO AP (val)")
     ax.set_ylim(0, 1)
     seeds = len(table[0]["mask_AP"]["values"])
     ax.set_title(
-        f"Fusions on the same detector ({seeds} seed{'s' if seeds > 1 else ''}; bars: mean ± std)"
+        "Mask branches compared: same data, detector architecture, loop and budget;\n"
+        "each run trains its own detector from the same ImageNet-pretrained backbone\n"
+        f"({seeds} seed{'s' if seeds > 1 else ''}; bars: mean ± std)",
+        fontsize=9,
     )
-    ax.legend(ncols=len(BARS), fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.1))
+    ax.legend(ncols=len(BARS), fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.16))
     ax.grid(axis="y", alpha=0.3)
     fig.tight_layout()
     return fig

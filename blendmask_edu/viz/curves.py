@@ -12,11 +12,12 @@ a moving average on top.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import matplotlib.pyplot as plt
 import numpy as np
+
+from ..engine.run_folder import read_jsonl
 
 COLORS = plt.get_cmap("tab10").colors
 
@@ -26,7 +27,7 @@ def read_metrics(run_dir: str | Path) -> tuple[list[dict], list[dict]]:
     path = Path(run_dir) / "metrics.jsonl"
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no metrics (is {run_dir} a training run folder?)")
-    records = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    records = read_jsonl(path)  # a torn last line (a kill mid-write) is skipped with a note
     train = sorted((r for r in records if "loss" in r), key=lambda r: r["iter"])
     evals = sorted((r for r in records if "eval" in r or "val" in r), key=lambda r: r["iter"])
     return train, evals

@@ -22,13 +22,15 @@ import base64
 import io
 from typing import NamedTuple
 
-import ipywidgets as widgets
 import matplotlib.pyplot as plt
 import torch
 
+from ..extras import require
 from .blending import detection_intermediates, plot_basis, plot_detection_blending
 from .blendmask_figures import gt_crop_for
 from .fusion_figures import masks_for_detection, plot_zoo_detection
+
+widgets = require("ipywidgets")  # the notebooks extra; the rest of the library runs without it
 
 
 def figure_png(fig, dpi: int = 80) -> bytes:

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from torchvision.ops import box_convert
 
 from ..data.checks import read_image_file, segmentation_to_mask
 from .overlay import save_overlay
@@ -66,13 +67,12 @@ def gt_instances(anns: list[dict], cat_names: dict, height: int, width: int) -> 
             mask = segmentation_to_mask(ann.get("segmentation"), height, width)  # [H, W]
         except (ValueError, TypeError, KeyError):
             mask = np.zeros((height, width), np.uint8)  # does not decode: the box alone
-        x, y, w, h = bbox
-        boxes.append([x, y, x + w, y + h])
+        boxes.append(bbox)  # COCO [x, y, w, h]
         masks.append(mask)
         name = str(cat_names.get(ann.get("category_id"), f"id {ann.get('category_id')}?"))
         names.append(name + (" (crowd)" if ann.get("iscrowd", 0) else ""))
     return {
-        "boxes": torch.tensor(boxes, dtype=torch.float32).reshape(-1, 4),  # [N, 4]
+        "boxes": box_convert(torch.tensor(boxes).reshape(-1, 4).float(), "xywh", "xyxy"),  # [N, 4]
         "labels": torch.arange(1, len(boxes) + 1),  # [N]
         "masks": torch.from_numpy(np.stack(masks)) if masks else torch.zeros(0, height, width),
         "names": names,

@@ -128,13 +128,20 @@ class FCISBranch(MaskBranch):
             )
         return losses
 
-    def forward_test(self, features, fcos_out, detections) -> list[dict[str, torch.Tensor]]:
-        """Per image: "masks" [N, R, R] probabilities and the intermediates: "score_maps"
-        [k², H/4, W/4], "cell_crops" [N, k², R, R] (every map cropped by the box) and
-        "cell_index" [R, R] (the map each pixel reads)."""
+    def forward_test(
+        self, features, fcos_out, detections, intermediates: bool = True
+    ) -> list[dict[str, torch.Tensor]]:
+        """Per image: "masks" [N, R, R] probabilities; with `intermediates`, also
+        "score_maps" [k², H/4, W/4], "cell_crops" [N, k², R, R] (every map cropped by the box,
+        k² times the work of the masks) and "cell_index" [R, R] (the map each pixel reads).
+        Without them (what `predict` runs) each cell is cropped on its own map only."""
         cfg = self.cfg
         score_maps = self.bottom(features)["bases"]  # [B, k², H/4, W/4]
         dets = gather_detections(detections)
+        if not intermediates:
+            logits = self.masks_for_boxes(score_maps, dets["boxes"], dets["batch_index"])
+            per_detection = {"masks": logits.sigmoid(), "mask_logits": logits}
+            return split_per_image(dets["batch_index"], len(detections), per_detection)
         crops = crop_bases(score_maps, dets["boxes"], dets["batch_index"], cfg.R, self.maps_stride)
         logits = assemble(crops, cfg.k)  # [ΣN, R, R]
         per_detection = {"masks": logits.sigmoid(), "mask_logits": logits, "cell_crops": crops}

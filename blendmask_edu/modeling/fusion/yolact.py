@@ -125,20 +125,18 @@ class YolactBranch(MaskBranch):
             )
         return losses
 
-    def forward_test(self, features, fcos_out, detections) -> list[dict[str, torch.Tensor]]:
-        """Per image: "masks" [N, R, R] probabilities over each box, and the intermediates:
-        "prototypes" [k, H/4, W/4], "coefficients" [N, k], "assembled" [N, H/4, W/4] (the
-        cropped map σ(Σ_k c_k P_k), 0 outside the box)."""
+    def forward_test(
+        self, features, fcos_out, detections, intermediates: bool = True
+    ) -> list[dict[str, torch.Tensor]]:
+        """Per image: "masks" [N, R, R] probabilities over each box, "coefficients" [N, k];
+        with `intermediates` also "prototypes" [k, H/4, W/4] and "assembled" [N, H/4, W/4]
+        (the cropped map σ(Σ_k c_k P_k), 0 outside the box: the whole-image assembly, which
+        `predict` does not need)."""
         dets = gather_detections(detections)
         prototypes, coefficients, _ = self.prototypes_and_coefficients(
             features, fcos_out["box_tower"], dets["batch_index"], dets["loc_index"]
         )
         size, s = tuple(prototypes.shape[-2:]), self.proto_stride
-        assembled = prototypes.new_zeros((len(dets["boxes"]), *size))  # [ΣN, h, w]
-        for b in range(len(detections)):
-            sel = dets["batch_index"] == b
-            logits = assemble(prototypes[b], coefficients[sel])  # [n, h, w]
-            assembled[sel] = logits.sigmoid() * box_mask(dets["boxes"][sel], size, s)
         # The map over each box on an R×R grid, as every branch returns (RoIAlign is linear:
         # the same as combining RoIAligned prototypes with the coefficients).
         R = self.bottom_cfg.R
@@ -151,8 +149,15 @@ class YolactBranch(MaskBranch):
             "masks": logits_rr.sigmoid(),
             "mask_logits": logits_rr,
             "coefficients": coefficients,
-            "assembled": assembled,
         }
+        if not intermediates:
+            return split_per_image(dets["batch_index"], len(detections), per_detection)
+        assembled = prototypes.new_zeros((len(dets["boxes"]), *size))  # [ΣN, h, w]
+        for b in range(len(detections)):
+            sel = dets["batch_index"] == b
+            logits = assemble(prototypes[b], coefficients[sel])  # [n, h, w]
+            assembled[sel] = logits.sigmoid() * box_mask(dets["boxes"][sel], size, s)
+        per_detection["assembled"] = assembled
         return split_per_image(
             dets["batch_index"], len(detections), per_detection, {"prototypes": prototypes}
         )

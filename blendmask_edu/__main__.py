@@ -1,0 +1,7 @@
+"""`python -m blendmask_edu ...` is the `blendmask-edu` command."""
+
+import sys
+
+from .cli import main
+
+sys.exit(main())
