@@ -16,6 +16,8 @@ repository; `BLENDMASK_EDU_CACHE=DIR` puts it elsewhere):
 
 from __future__ import annotations
 
+import contextlib
+import io
 import os
 import shutil
 import uuid
@@ -316,3 +318,40 @@ def train_dataset(cfg: Config | None = None, augment: bool = False):
 
     train_dir, _ = cached_data()
     return CocoInstances(train_dir, build_transforms((cfg or shapes_preset()).data, train=augment))
+
+
+# ---------------------------------------------------------------------------------------
+# AdelaiDet's published weights (notebook 11), or the fidelity fixture in their place
+# ---------------------------------------------------------------------------------------
+
+WEIGHTS_ENV = "BLENDMASK_EDU_WEIGHTS"  # a checkpoint made by `blendmask-edu convert-adelaidet`
+FIXTURE_SEED = 19  # the seed of tests/data/adelaidet/weights.json
+
+
+def adelaidet_fixture(config: str = "R_50_1x", seed: int = FIXTURE_SEED) -> Path:
+    """A converted checkpoint of AdelaiDet's `config` with RANDOM weights, made once in the
+    cache: the weights of the fidelity test (engine/adelaidet_recipe.py, same seed), saved
+    under AdelaiDet's key names as a detectron2-style `.pth` and converted by
+    `convert_adelaidet`, exactly as a published file would be. They detect nothing real."""
+    from .engine.adelaidet_recipe import random_weights
+    from .engine.convert_adelaidet import convert_adelaidet, preset_for
+    from .modeling.adelaidet_keys import key_table, rename_back
+    from .modeling.segmenter import InstanceSegmenter
+
+    def build(folder: Path) -> None:
+        cfg = preset_for(config)
+        ours = InstanceSegmenter(cfg.model).state_dict()
+        table = key_table(cfg.model.blender.bottom_num_convs)
+        shapes = {rename_back(k, table): tuple(v.shape) for k, v in ours.items()}  # their names
+        weights = random_weights(shapes, seed)
+        folder.mkdir(parents=True)
+        src = folder / "model_final.pth"
+        torch.save({"model": {k: torch.from_numpy(v) for k, v in weights.items()}}, src)
+        del weights
+        with contextlib.redirect_stdout(io.StringIO()):  # its message names temporary paths
+            convert_adelaidet(src, folder / "converted.pt", config=config)
+        src.unlink()
+        print(f"made {config} with random weights (seed {seed}): {len(shapes)} tensors converted")
+
+    folder = _make_once(cache_dir() / f"adelaidet_{config}_random_seed{seed}", build)
+    return folder / "converted.pt"

@@ -19,7 +19,7 @@ from blendmask_edu.engine.convert_adelaidet import (
     preset_for,
     read_adelaidet_weights,
 )
-from blendmask_edu.modeling.adelaidet_keys import key_table, rename
+from blendmask_edu.modeling.adelaidet_keys import key_table, rename, rename_back
 from blendmask_edu.modeling.resnet_d2 import FrozenBatchNorm2d, ResNetD2
 from blendmask_edu.modeling.segmenter import InstanceSegmenter
 
@@ -53,6 +53,15 @@ def test_every_adelaidet_key_has_exactly_one_place(ours_state):
     assert rename("basis_module.tower.4.1.running_var", key_table()) == (
         "mask_branch.bottom.after_upsample.1.running_var"
     )
+
+
+def test_rename_back_gives_adelaidets_names(ours_state):
+    """Read right to left, the table names our model's keys as AdelaiDet does: the fixture of
+    notebook 11 (tutorial.adelaidet_fixture) draws its weights under these names."""
+    table = key_table()
+    theirs = {rename_back(k, table): tuple(v.shape) for k, v in ours_state.items()}
+    assert theirs == adelaidet_shapes()
+    assert all(rename(rename_back(k, table), table) == k for k in ours_state)
 
 
 def test_unmatched_keys_on_both_sides_are_all_listed(ours_state):

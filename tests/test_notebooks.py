@@ -38,7 +38,7 @@ def _pictures(nb) -> int:
 
 def test_there_are_notebooks():
     names = [s.stem[:2] for s in SOURCES]
-    assert names == ["00", "01", "02", "03", "04", "05", "06", "07", "08", "09", "10"]
+    assert names == ["00", "01", "02", "03", "04", "05", "06", "07", "08", "09", "10", "11"]
 
 
 @pytest.mark.parametrize("src", SOURCES, ids=lambda p: p.stem)

@@ -86,3 +86,12 @@ def rename(key: str, table: list[tuple[str, str]]) -> str | None:
         if m:
             return ours.format(**m.groupdict())
     return None
+
+
+def rename_back(key: str, table: list[tuple[str, str]]) -> str | None:
+    """AdelaiDet's name for our `key` (the table read right to left), or None."""
+    for theirs, ours in table:
+        m = _pattern(ours).match(key)
+        if m:
+            return theirs.format(**m.groupdict())
+    return None
