@@ -48,6 +48,7 @@ print("runs of this notebook go to", shown(scratch))
 #         all steps since the last check are finite (else stop), then
 #     every log_period: log a line to metrics.jsonl
 #     every checkpoint_period: checkpoint_last.pt (atomic); every eval_period: evaluate
+#     if SIGTERM or Ctrl-C arrived during the step: log + checkpoint this iteration, stop
 # final evaluation (val losses + COCO AP) → eval.json
 # ```
 #
@@ -136,37 +137,53 @@ print("iteration:", ckpt["iteration"], " total_iters:", ckpt["total_iters"])
 describe("a weight", ckpt["model"]["fcos.head.cls_logits.weight"])
 
 # %% [markdown]
-# Now the same run again, but killed in iteration 6 (after the checkpoint of iteration 4)
-# — here by an exception, as if the machine went down:
+# Now the same run again, but killed in iteration 7 — after the checkpoint of iteration 4
+# and after the log line of iteration 6 — here by an exception, as if the machine went down.
+# (A `kill` or a cluster's preemption sends SIGTERM instead, which the loop catches: it
+# finishes the step, writes its log line and a checkpoint, and exits; this is the hard case.)
 
 # %%
 class Killed(Exception):
     pass
 
 
-class KilledAt6(Trainer):
+class KilledAt7(Trainer):
     steps = 0
 
     def step(self, images, targets):
         self.steps += 1
-        if self.steps == 6:
+        if self.steps == 7:
             raise Killed
         return super().step(images, targets)
 
 
+def logged_iterations(run):
+    return [json.loads(ln)["iter"] for ln in (run / "metrics.jsonl").read_text().splitlines()]
+
+
 torch.manual_seed(0)
 try:
-    KilledAt6(small_config(), train_dir, None, work / "killed", progress=False).train()
+    KilledAt7(small_config(), train_dir, None, work / "killed", progress=False).train()
 except Killed:
     print("killed; checkpoint at iteration",
           load_checkpoint(work / "killed" / "checkpoint_last.pt")["iteration"])
+    print("iterations in metrics.jsonl:", logged_iterations(work / "killed"))
 
 # %% [markdown]
+# The log already holds iteration 6, which the checkpoint (iteration 4) does not know.
 # Resuming (`Trainer.train(resume=True)`, or `blendmask-edu train ... --resume`) loads the
-# checkpoint, drops the log lines written after it, and continues from iteration 4. The
-# sampler knows which images and which random flips iteration 4 used (it derives them from
-# the seed and the iteration number), so the resumed run finishes with **exactly** the
-# weights of the run that was never killed:
+# checkpoint, drops the log lines written after it (here: 6), and continues from iteration
+# 4. The sampler knows which images and which random flips iteration 4 used (it derives
+# them from the seed and the iteration number); the random-number generators are restored
+# *after* the data loader has drawn its own seed from them, so any later random draw in the
+# model (e.g. `torch.randperm` when `max_instances_for_loss` caps the positives) is the
+# one the straight run made; and on the CPU the loop runs in PyTorch's deterministic mode
+# (`deterministic_on_cpu` in `engine/trainer.py`), because one backward kernel of the
+# blender (the gather of the basis crops per positive) summed with atomic additions whose
+# order followed the machine's load. So the resumed run finishes with **exactly** the
+# weights of the run that was never killed — on this machine, with the same number of
+# threads (on a GPU, or with another thread count, the result is close, not bit-identical:
+# `docs/training.md`):
 
 # %%
 resumed = Trainer(small_config(), train_dir, None, work / "killed", progress=False)
@@ -174,10 +191,11 @@ resumed.train(resume=True)
 a, b = straight.model.state_dict(), resumed.model.state_dict()
 assert all(torch.equal(a[k], b[k]) for k in a)
 print(f"all {len(a)} tensors equal after resuming")
-print([json.loads(ln)["iter"] for ln in (work / "killed" / "metrics.jsonl").read_text().splitlines()])
+print("iterations in metrics.jsonl:", logged_iterations(work / "killed"))
 
 # %% [markdown]
-# The log has each iteration once: lines after the checkpoint were dropped on resume.
+# The log has each iteration once: line 6 of the killed run was dropped on resume and
+# written again by the resumed run.
 #
 # ## 4. Mixed precision (AMP)
 #
@@ -284,10 +302,12 @@ plot_curves(work / "budget");
 # ## Summary
 # - One loop for every model: forward → backward → clip → step; then, every log or
 #   checkpoint period, a finite check of the steps since the last one → log / checkpoint /
-#   evaluate.
+#   evaluate → stop if SIGTERM/Ctrl-C arrived (after a checkpoint).
 # - A run folder: `config.json`, `metrics.jsonl` (JSON lines), `checkpoint_last.pt`
 #   (atomic, `weights_only`), `eval.json`.
-# - Resume is exact: model, optimizer, scheduler, RNGs and the sampler's position are saved.
+# - Resume is exact on one machine and thread setting: model, optimizer, scheduler, RNGs
+#   (restored after the data loader draws its seed) and the sampler's position are saved,
+#   and the CPU runs deterministic kernels.
 # - AMP on CUDA (autocast + GradScaler); DDP with `torchrun`, global batch split over ranks,
 #   normalisers averaged, SyncBatchNorm on CUDA only; a time budget fixes the iteration
 #   count from measured speed.
@@ -295,7 +315,8 @@ plot_curves(work / "budget");
 # ## Exercises
 # 1. From the straight run's `metrics.jsonl`, compute the mean images per second.
 # 2. The run of section 3 finished at iteration 8. Resume it with `max_iters=16`: how
-#    many more iterations run? Read `Trainer.resume` to see why.
+#    many more iterations run, and what happens to the learning rate? Read `Trainer.resume`
+#    and `engine/resume_check.py`.
 # 3. With 4 processes and `--batch-size 16`, how many images does each process see per
 #    iteration? Check with `InfiniteBatchSampler`.
 
@@ -305,13 +326,15 @@ records, _ = read_metrics(work / "straight")
 print(sum(r["images_per_s"] for r in records) / len(records))
 
 # %% tags=["solution"]
-# 2. None: `resume` restores the total number of iterations saved in the checkpoint
-#    (`self.total_iters[0] = ckpt["total_iters"]`, 8), so that the learning-rate schedule
-#    of the interrupted run is kept; the new max_iters is not used. To train longer, start
-#    a new run (or fine-tune from the weights).
+# 2. Eight: `resume` states the difference ("train.max_iters: 8 (checkpoint) → 16 (now)")
+#    and applies it: the cosine schedule is recomputed for the new total from iteration 8 on,
+#    so the learning rate, which had decayed to 0 at iteration 8, jumps once to the value
+#    the 16-iteration schedule has at iteration 8, then decays again. Settings that cannot
+#    change in the middle of a run (model, optimizer, batch size, seed, data) are refused.
 longer = Trainer(small_config(max_iters=16), train_dir, None, work / "killed", progress=False)
 longer.train(resume=True)
 print("total_iters after resume:", longer.total_iters[0])
+print("iterations in metrics.jsonl:", logged_iterations(work / "killed"))
 
 # %% tags=["solution"]
 # 3. 16 / 4 = 4 images per process per iteration.
