@@ -3,9 +3,12 @@
     for it in range(start, total):
         images, targets = next(batches)          # InfiniteBatchSampler: resumable, DDP-split
         losses = model(images, targets)          # dict of loss terms (autocast on CUDA)
-        check every term is finite               # else stop, the last checkpoint untouched
         backward (GradScaler on CUDA) → clip → optimizer.step → scheduler.step
-        log metrics.jsonl / checkpoint_last.pt (atomic) / periodic evaluation
+        every log_period or checkpoint_period: check that the loss terms of every step
+            since the last check are finite (else stop, the last checkpoint untouched)
+        every log_period: a line of metrics.jsonl; every checkpoint_period:
+            checkpoint_last.pt (atomic); every eval_period: evaluation
+        SIGTERM / Ctrl-C during the step: checkpoint this iteration, stop
     final evaluation → eval.json
 
 An evaluation logs the validation losses (the training loss terms on the val set, model in

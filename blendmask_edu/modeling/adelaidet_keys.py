@@ -64,7 +64,7 @@ def key_table(bottom_num_convs: int = 3) -> list[tuple[str, str]]:
         ("basis_module.seg_head.3.{x}", "mask_branch.bottom.seg_head.1.0.{x}"),
         ("basis_module.seg_head.4.{x}", "mask_branch.bottom.seg_head.1.1.{x}"),
         ("basis_module.seg_head.6.{x}", "mask_branch.bottom.seg_head.2.{x}"),
-        # -- top layer: one 3×3 conv on the box tower → K·M·M attention numbers (§3.3)
+        # -- top layer: one 3×3 conv on the box tower → K·M·M attention numbers (§3.4)
         ("top_layer.{x}", "mask_branch.top.conv.{x}"),
     ]
 

@@ -1,4 +1,4 @@
-"""BlendMask's top layer: per-instance attention over the bases (paper §3.3).
+"""BlendMask's top layer: per-instance attention over the bases (paper §3.4).
 
 One 3×3 conv on FCOS' box tower predicts, at every location, K·M·M numbers: for the instance
 detected there, one coarse M×M attention map per basis.
@@ -67,7 +67,7 @@ class LocationConv(nn.Module):
 
 
 class TopLayer(LocationConv):
-    """The top layer: K·M·M attention numbers per location (paper §3.3)."""
+    """The top layer: K·M·M attention numbers per location (paper §3.4)."""
 
     def __init__(self, cfg: BlenderConfig, in_channels: int):
         super().__init__(in_channels, cfg.K * cfg.M * cfg.M)
