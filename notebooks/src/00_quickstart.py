@@ -132,7 +132,7 @@ for part in ("backbone", "fcos", "mask_branch"):
 print("run folder:", shown(tm.run_dir), sorted(p.name for p in tm.run_dir.iterdir()))
 
 # %% [markdown]
-# The run folder holds what every training run writes: `config.json` (the full config),
+# The run folder holds what every training run writes: `config.json` (the config the run was trained with),
 # `metrics.jsonl` (one JSON line per logged step), `checkpoint_last.pt` and `eval.json`
 # (COCO AP on val). The curves, from `metrics.jsonl`:
 
@@ -154,10 +154,10 @@ plot_curves(tm.run_dir, ctr_floor=ctr_floor);
 # notebook 03), and a BCE against a soft target $c$ cannot go below the target's own entropy
 # $-c\log c-(1-c)\log(1-c)$, reached when the prediction equals $c$. The floor printed above
 # is that entropy averaged over the positives of the val set, computed with the model's own
-# target assignment; the distance from the curve to the floor is what the model still
-# gets wrong.
+# target assignment; the distance from the val circle to the floor is what the model still gets wrong.
 #
-# The learning rate warms up for 50 iterations, then follows a cosine to zero.
+# The learning rate is a cosine from 0.004 to zero over the whole run, multiplied by a
+# linear warmup during the first 50 iterations.
 #
 # ## 3. Evaluate
 #

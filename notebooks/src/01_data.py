@@ -35,8 +35,8 @@ from blendmask_edu.tutorial import cached_data, describe
 #   v = \frac{-\sin\theta\,(x - c_x) + \cos\theta\,(y - c_y)}{r}$$
 #
 # and then each category is one test in $(u, v)$: a circle is $u^2 + v^2 \le 1$, a ring
-# also needs $u^2 + v^2 > 0.5^2$, a polygon is a point-in-polygon test against fixed
-# vertices on the unit circle. `shape_mask` does this:
+# also needs $u^2 + v^2 > 0.5^2$, a polygon is a point-in-polygon test against fixed vertices in unit coordinates (the outer
+# tips on the unit circle). `shape_mask` does this:
 
 # %%
 fig, axes = plt.subplots(1, 6, figsize=(12, 2.3), layout="constrained")

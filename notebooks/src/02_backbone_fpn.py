@@ -31,9 +31,9 @@ describe("image", image)
 #
 # An ImageNet classifier is a stack of blocks; now and then a block halves the resolution
 # (stride 2) and the channels widen, until the last map is 32 times coarser than the image.
-# EfficientNet-Lite0 has a stem (stride 2) and seven stages `blocks.0` … `blocks.6`; only
-# five of them change the resolution — `blocks.3` stays at stride 16 and `blocks.5` at
-# stride 32. timm's `features_only=True` drops the classifier and returns, for each stride
+# EfficientNet-Lite0 has a stem (stride 2) and seven stages `blocks.0` … `blocks.6`; the stem and four stages (`blocks.1`, `.2`, `.3`, `.5`) halve the resolution; `blocks.0`,
+# `blocks.4` and `blocks.6` keep it, so `blocks.3`/`blocks.4` both sit at stride 16 and
+# `blocks.5`/`blocks.6` at stride 32. timm's `features_only=True` drops the classifier and returns, for each stride
 # 2, 4, 8, 16, 32, the output of the *last* stage at that stride. `feature_info` describes
 # them — no need to run the model to know what comes out:
 
@@ -155,8 +155,8 @@ for ax in axes:
 # %% [markdown]
 # What to look for (the maps are this run's model; another run shows other values, the same
 # kind of picture): P3, 16×16 cells of 8 pixels, is fine enough to separate neighbouring
-# objects; P4 and P5 merge them into fewer, larger blobs; P6 and P7 are 2×2 and 1×1 cells
-# for the whole image, made for boxes as large as the image. An object about one P3 cell
+# objects; P4 and P5 merge them into fewer, larger blobs; P6 (2×2) is responsible for the few boxes whose farthest side is ≥ 64 px; P7 (1×1) never
+# gets a positive on 128×128 images (notebook 03), and its single value says nothing. An object about one P3 cell
 # wide has little room to show on any level. Notebook 03 shows which objects each level is
 # made responsible for.
 #

@@ -73,8 +73,8 @@ ax.set_axis_off()
 #    `shapes` preset scales the paper's (64, 128, 256, 512) down to the small images:
 # 3. when several boxes qualify, the one with the **smallest area** wins.
 #
-# P3's lower bound is −1, not 0, only so that every small box fits P3 (any distance is
-# ≥ −1); P7's upper bound is ∞.
+# P3's lower bound is −1 (the official code's convention); since a positive location lies
+# strictly inside its box, any lower bound ≤ 0 gives the same assignment; P7's upper bound is ∞.
 
 # %%
 ranges = level_size_ranges(cfg.sizes_of_interest, len(cfg.strides))
@@ -88,8 +88,8 @@ describe("labels (0 = background)", t.labels)
 describe("reg (l*, t*, r*, b*)", t.reg)
 describe("gt_index (−1 = none)", t.gt_index)
 print("positives per level:", [int(p.sum()) for p in split_levels(t.labels[0] > 0, sizes)])
-# `reg` is filled for every location, also the negatives: there it holds the distances to
-# some box the location lies outside of, hence negative values (the minimum above). Only the
+# `reg` is filled for every location, also the negatives: there it holds the distances to the image's first GT box (index 0), negative where the
+# location lies outside it, hence negative values (the minimum above). Only the
 # positives' rows are used by the losses.
 plot_levels(image, t.gt_index[0], sizes, cfg.strides, "matched GT instance of each location "
             "(one colour per instance; empty = background)", boxes=target["boxes"],
@@ -215,9 +215,8 @@ for name, value in train_out["losses"].items():
 # %% [markdown]
 # ## 6. From 341 predictions to a few detections
 #
-# `detect_image` (§3.3): keep the (location, class) pairs with probability > 0.05, rank
-# them by $\mathrm{cls}\cdot\mathrm{ctr}$, keep the best 200 per level (the `shapes` preset;
-# 1000 in the paper), decode the boxes from the distances, and remove duplicates with
+# `detect_image` (FCOS §3.1 'Inference', with §3.3's centerness ranking): keep the (location, class) pairs with probability > 0.05, rank
+# them by $\mathrm{cls}\cdot\mathrm{ctr}$, keep the best 200 per level (the `shapes` preset; 1000 in the official FCOS code, RetinaNet's setting), decode the boxes from the distances, and remove duplicates with
 # class-wise non-maximum suppression (IoU > 0.6). The score is
 # $\sqrt{\mathrm{cls}\cdot\mathrm{ctr}}$. Running it with NMS switched off shows what NMS
 # does:
@@ -279,8 +278,8 @@ for loc in final["loc_index"][keep].unique().tolist():  # one location, several 
 # - Every location of P3..P7 predicts class scores, $(l, t, r, b)$ and centerness.
 # - Targets: a location is positive for a box when it is near the box centre (center
 #   sampling) and $\max(l^*, t^*, r^*, b^*)$ fits its level; the smallest box wins ties.
-# - Losses: focal (all locations), GIoU and centerness BCE (positives), normalised by the
-#   number of positives.
+# - Losses: focal (all locations), GIoU and centerness BCE (positives); L_cls and L_ctr
+# divided by the number of positives, L_box a centerness-weighted mean (divided by Σ ctr*).
 # - Inference: threshold, top-k per level, decode, class-wise NMS; score
 #   $\sqrt{\mathrm{cls}\cdot\mathrm{ctr}}$.
 #

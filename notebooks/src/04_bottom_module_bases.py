@@ -174,8 +174,8 @@ for r in roles:
 #   (one side of the box, edges) — the printed roles give both, for this model. A basis that
 #   is "lower inside objects" is as useful as one that is higher there: the attention mixes
 #   them with weights, and the sign is only a convention of this run;
-# - no basis belongs to a class: the same basis is high (or low) inside shapes of every
-#   class (notebook 09 tabulates it by class);
+# - in this run's model no basis is tied to one class (notebook 09 measures each basis per
+# class);
 # - every basis carries some speckle from the noisy backgrounds.
 #
 # **What C2 adds.** The same trained model, its C2 term switched off (a forward hook makes
@@ -216,8 +216,8 @@ BasesExplorer(model, val)
 # adds a semantic-segmentation head, trained with a per-pixel cross-entropy over $C + 1$
 # classes (0 = background), for a dense signal everywhere. The library's head reads **P3
 # directly**, not the bottom module's layers: its gradient trains the backbone and the FPN
-# — the features the bottom module (and FCOS) read — and never reaches the bottom module's
-# own convs. Its targets are built on the fly from the instance masks: a P3 cell gets the
+# — the features the bottom module (and FCOS) read — and never reaches the convs that make the bases (`refine`, `tower`, `after_upsample`,
+# `to_bases`). Its targets are built on the fly from the instance masks: a P3 cell gets the
 # class of the instance covering its centre pixel.
 
 # %%
@@ -247,9 +247,8 @@ cbar.ax.set_yticklabels(names);
 
 # %% [markdown]
 # At stride 8 a 128×128 image is 16×16 cells, so small shapes are one or two cells and
-# the semantic map is coarse. The head learns quickly where shapes are (foreground vs
-# background), more slowly which class each one is (compare the rows for this run's
-# model). Only the loss asks for it (`with_seg=True`, in training and for the validation
+# the semantic map is coarse. Compare the rows for this run's model: where its predicted map is wrong, is it a missed
+# shape or a wrong class? Only the loss asks for it (`with_seg=True`, in training and for the validation
 # loss); inference skips it, and only its effect on the shared backbone/FPN features stays.
 #
 # ## Summary

@@ -31,7 +31,7 @@ _ = torch.manual_seed(0)  # the random features below are the same on every run
 #
 # With $K = 4$, $M = 14$ that is 784 numbers per location: for the object detected there,
 # four 14×14 maps. The conv's weights start at $\mathcal{N}(0, 0.01^2)$, as in the official
-# code, so all attentions start near zero (equal weights after the softmax).
+# code, so all attentions start small, and the softmax weights start close to 1/K.
 
 # %%
 top = TopLayer(BlenderConfig(K=4, M=14), in_channels=64)

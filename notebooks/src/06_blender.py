@@ -115,7 +115,7 @@ print("s (by hand):\n", s_hand)
 print("sum over K:", s_hand.sum(0).unique())
 
 # %% [markdown]
-# Left columns: basis 2 gets 0.88 of the weight ($e^2/(e^2 + e^0)$); right columns:
+# In the leftmost column basis 2 gets 0.88 of the weight ($e^2/(e^2 + e^0)$), in the next 0.73; in the right columns:
 # basis 1 does; in between the weights cross over.
 #
 # ### Eq. 4 — the weighted sum, by hand
@@ -219,10 +219,10 @@ print(f"mask IoU with the GT in the box: {float((pred & inside).sum() / (pred | 
 # The paper upsamples the attention bilinearly; its ablations compare bilinear with
 # nearest-neighbour upsampling, and bilinear wins. With nearest, each attention cell becomes
 # a $\frac{R}{M} \times \frac{R}{M}$ block of equal weights. Here $R/M = 28/14 = 2$: the
-# blocks are 2×2 pixels of the 28×28 mask, and since the crops $r$ are the same in both, the
-# mask changes only where the weights switch from one basis to another. At this ratio the
+# blocks are 2×2 pixels of the 28×28 mask, and since the crops $r$ are the same in both, the mask changes mostly where the weights switch from one basis to another (and faintly
+# elsewhere). At this ratio the
 # steps are hard to see in the masks themselves; the |difference| column shows where they
-# are. (The paper's settings have $R/M \geq 4$, e.g. 56/14, where blocks are larger.)
+# are. (The paper's default is R/M = 56/14 = 4, where the blocks are 4×4.)
 
 # %%
 nearest = blend(mb["basis_crops"], mb["attention"], "nearest")

@@ -48,7 +48,8 @@ print("runs of this notebook go to", shown(scratch))
 #         all steps since the last check are finite (else stop), then
 #     every log_period: log a line to metrics.jsonl
 #     every checkpoint_period: checkpoint_last.pt (atomic); every eval_period: evaluate
-#     if SIGTERM or Ctrl-C arrived during the step: log + checkpoint this iteration, stop
+#     if SIGTERM or Ctrl-C arrived during the step: checkpoint this iteration (its log line
+#     only if it falls on a log period), stop
 # final evaluation (val losses + COCO AP) → eval.json
 # ```
 #
@@ -139,8 +140,8 @@ describe("a weight", ckpt["model"]["fcos.head.cls_logits.weight"])
 # %% [markdown]
 # Now the same run again, but killed in iteration 7 — after the checkpoint of iteration 4
 # and after the log line of iteration 6 — here by an exception, as if the machine went down.
-# (A `kill` or a cluster's preemption sends SIGTERM instead, which the loop catches: it
-# finishes the step, writes its log line and a checkpoint, and exits; this is the hard case.)
+# (A `kill` or a cluster's preemption sends SIGTERM instead, which the loop catches: it finishes the step, writes a checkpoint (and a log line if the iteration falls on a log
+# period) and exits. An exception with no warning, shown here, is the harder case.)
 
 # %%
 class Killed(Exception):
@@ -182,7 +183,7 @@ except Killed:
 # blender (the gather of the basis crops per positive) summed with atomic additions whose
 # order followed the machine's load. So the resumed run finishes with **exactly** the
 # weights of the run that was never killed — on this machine, with the same number of
-# threads (on a GPU, or with another thread count, the result is close, not bit-identical:
+# threads (on a GPU, or with another thread count, the result is not bit-identical, and the small difference grows with training:
 # `docs/training.md`):
 
 # %%
@@ -203,8 +204,8 @@ print("iterations in metrics.jsonl:", logged_iterations(work / "killed"))
 # `torch.autocast` — convolutions in float16, reductions such as the losses in float32 —
 # and scales the loss (`GradScaler`) so small float16 gradients do not round to zero; the
 # scaler unscales them before clipping and skips a step whose gradients overflowed. On the
-# CPU both are switched off (`self.amp` is False), which is why the lines in `step` above
-# are no-ops here. The loss functions cast logits to float32 (`.float()`) before BCE and
+# CPU both are switched off (`self.amp` is False), which is why autocast and the scaler's scaling leave the numbers unchanged here
+# (`scaler.step` just calls `optimizer.step`). The loss functions cast logits to float32 (`.float()`) before BCE and
 # focal loss, so AMP never computes a loss in half precision. The `shapes` preset turns AMP
 # off even on a GPU: its 128-pixel steps are bound by the host, where AMP's casts only add
 # work. The measurement behind that choice is noted next to the setting in `config.py`:
@@ -222,7 +223,7 @@ print("\n".join(ln.strip() for ln in source if "ms/step" in ln or "amp=" in ln))
 # torchrun --nproc_per_node 4 -m blendmask_edu.cli train --preset shapes --train ... --output-dir RUN
 # ```
 #
-# `torchrun` starts one process per GPU and sets `RANK`, `WORLD_SIZE`, `LOCAL_RANK`; the
+# `torchrun` starts `--nproc_per_node` processes (one per GPU on a GPU machine) and sets `RANK`, `WORLD_SIZE`, `LOCAL_RANK`; the
 # trainer joins the process group (NCCL on GPUs, gloo on CPUs) and wraps the model in
 # `DistributedDataParallel`, which averages the gradients after every backward. What makes
 # N processes train (nearly) like one:
@@ -303,8 +304,9 @@ plot_curves(work / "budget");
 # - One loop for every model: forward → backward → clip → step; then, every log or
 #   checkpoint period, a finite check of the steps since the last one → log / checkpoint /
 #   evaluate → stop if SIGTERM/Ctrl-C arrived (after a checkpoint).
-# - A run folder: `config.json`, `metrics.jsonl` (JSON lines), `checkpoint_last.pt`
-#   (atomic, `weights_only`), `eval.json`.
+# - A run folder: `config.json`, `metrics.jsonl` (JSON lines), `checkpoint_last.pt` (atomic,
+# `weights_only`), `train.lock` (one writer at a time, `engine/run_folder.py`), and
+# `eval.json` when a val set is given.
 # - Resume is exact on one machine and thread setting: model, optimizer, scheduler, RNGs
 #   (restored after the data loader draws its seed) and the sampler's position are saved,
 #   and the CPU runs deterministic kernels.

@@ -5,8 +5,9 @@
 # BlendMask of the paper is AdelaiDet's COCO model: a ResNet-50 + FPN, FCOS, a bottom module
 # with K = 4 bases at 1/4 of the image, 14×14 attentions and 56×56 masks. Its trained weights
 # are published, and `blendmask-edu convert-adelaidet` turns them into a checkpoint of ours
-# (`docs/adelaidet.md`: the preset `coco_r50_1x` is AdelaiDet's `R_50_1x.yaml` key for key,
-# and reproduces AdelaiDet's outputs). This notebook runs that model on three photos that ship
+# (`docs/adelaidet.md`: the preset `coco_r50_1x` takes every value of AdelaiDet's
+# `R_50_1x.yaml`, and with the same random weights it reproduces AdelaiDet's detections,
+# boxes, bases and masks to within float error; the test-time resize differs slightly). This notebook runs that model on three photos that ship
 # with scikit-image and draws its insides: the predictions, the four bases, the attentions of
 # chosen instances and the blended masks — the pictures of the paper's Fig. 1, made by you.
 #
@@ -73,8 +74,9 @@ plt.rcParams["figure.dpi"] = 80  # photos compress poorly: smaller pictures in t
 # The converter reads the file without running any code from it (tensors and numpy arrays
 # only), renames every key by one table (`blendmask_edu/modeling/adelaidet_keys.py`) and
 # stops, listing them, if a key is left over on either side. `--config` names the AdelaiDet
-# config the file was trained with (`R_50_3x`, `R_101_3x`, `550_R_50_3x`, ... are accepted;
-# DCN models are refused). Without a file, the next cell makes the fixture instead: the
+# config the file was trained with (`R_50_1x`, `R_50_3x`, `R_101_3x`, `550_R_50_3x` and
+# `RT_R_50_4x_syncbn_shtw` are accepted; the DCN models, `RT_R_50_4x_bn-head_syncbn_shtw` and
+# `DLA_34_syncbn_4x` are refused, each with its reason). Without a file, the next cell makes the fixture instead: the
 # R_50_1x model with the fidelity test's random weights, saved under AdelaiDet's key names
 # and converted by the same function.
 
@@ -167,8 +169,10 @@ for ax, image, res, name in zip(axes, images, results, PHOTOS):
 # With random weights, these boxes, classes and scores mean nothing: the class bias of the
 # fixture lets a few locations pass the score threshold, and their class, box and mask are
 # whatever random filters make of the photo — no box follows the astronaut, the cup or the
-# cat. The paper reports, for the trained R_50_1x model, 35.8 mask AP on COCO (AdelaiDet's
-# table): with the official weights this row shows the people and objects of the photos.
+# cat. AdelaiDet's README reports 35.8 mask AP on COCO val2017 for the trained R_50_1x model
+# (at its full test size, short side 800); with the official weights, expect this row to
+# show the photos' people and objects — check it, especially in fast mode, where the
+# 256-pixel input makes small objects harder.
 #
 # ## 3. The four bases
 #
@@ -217,7 +221,8 @@ ax.set_axis_off()
 #
 # Which instances to look at is a rule computed here, not a hand-picked index: the
 # **top-scoring detection of each photo**. For the first, the figure of notebook 06: the
-# attention (softmax over the K bases, at M×M and upsampled to R×R), the basis crops
+# attention $a$ (its softmax over the K bases shown at M×M as a view), the weights
+# $s_k$ = softmax over K of the attention upsampled to R×R (Eq. 2–3), the basis crops
 # $r_k$ (Eq. 1), the products $s_k \circ r_k$ and their sum, the mask logits (Eq. 4).
 
 # %%
@@ -258,7 +263,7 @@ for row, (p, i) in enumerate(chosen):
         axes[row, k].imshow(r[k], cmap="RdBu_r", vmin=-lim, vmax=lim)
         axes[row, k].set_title(f"r{k + 1} (basis crop)", fontsize=8)
         axes[row, len(r) + k].imshow(s[k], cmap="viridis", vmin=0, vmax=1)
-        axes[row, len(r) + k].set_title(f"s{k + 1} (attention)", fontsize=8)
+        axes[row, len(r) + k].set_title(f"s{k + 1} (weight)", fontsize=8)
     axes[row, -2].imshow(m, cmap="RdBu_r", vmin=-float(m.abs().max()), vmax=float(m.abs().max()))
     axes[row, -2].set_title("m = Σ s∘r", fontsize=8)
     axes[row, -1].imshow(m.sigmoid(), cmap="gray", vmin=0, vmax=1)
@@ -297,7 +302,8 @@ for ax, (p, i) in zip(axes, chosen):
 
 # %% [markdown]
 # What the cell above shows depends on the weights. With the official ones, these are the
-# masks behind the 35.8 mask AP of AdelaiDet's table for R_50_1x. On the random fixture,
+# masks of the model whose COCO mask AP AdelaiDet reports as 35.8 (measured at short side
+# 800; fast mode's 256-pixel input gives different, usually worse, masks). On the random fixture,
 # each mask covers most of its box, with the holes of the figure above: a shape the photo
 # did not decide.
 #
@@ -316,7 +322,7 @@ for ax, (p, i) in zip(axes, chosen):
 #
 # ## Exercises
 # 1. Choose the instances by another rule: the largest box of each photo. Redraw the
-#    figure of section 4 for them.
+#    figure of section 4 for the cat's.
 # 2. How much does each basis count for the top instance of the cat photo? Compute the mean
 #    weight $s_k$ over its R×R box, per basis; do they sum to 1?
 # 3. How many numbers does the top layer predict per location for this model, and how many
@@ -340,7 +346,7 @@ s = runs[p]["mb"]["attention_weights"][i]  # [K, R, R]
 print("mean weight per basis:", s.mean(dim=(1, 2)), " sum:", float(s.mean(dim=(1, 2)).sum()))
 
 # %% solution
-# 3. The top layer is one 3×3 convolution with K·M·M output channels (§3.3).
+# 3. The top layer is one 3×3 convolution with K·M·M output channels (§3.4).
 b = cfg.model.blender
 print(f"K·M·M = {b.K}·{b.M}·{b.M} = {b.K * b.M * b.M}; conv filters:",
       model.mask_branch.top.conv.out_channels)
