@@ -328,7 +328,7 @@ for ax, (p, i) in zip(axes, chosen):
 # 3. How many numbers does the top layer predict per location for this model, and how many
 #    filters does its convolution have? Check against `K·M·M`.
 
-# %% solution
+# %% tags=["solution"]
 # 1. The area of each box; argmax per photo. Then the same figure as section 4.
 largest = []
 for p, r in enumerate(runs):
@@ -339,13 +339,13 @@ p, i = largest[2]
 plot_detection_blending(images[p], runs[p]["det"]["boxes"][i],
                         detection_intermediates(runs[p]["mb"], i), f"{PHOTOS[p]} #{i}: largest box");
 
-# %% solution
+# %% tags=["solution"]
 # 2. The softmax makes the K weights sum to 1 at every position, so their means do too.
 p, i = chosen[2]
 s = runs[p]["mb"]["attention_weights"][i]  # [K, R, R]
 print("mean weight per basis:", s.mean(dim=(1, 2)), " sum:", float(s.mean(dim=(1, 2)).sum()))
 
-# %% solution
+# %% tags=["solution"]
 # 3. The top layer is one 3×3 convolution with K·M·M output channels (§3.4).
 b = cfg.model.blender
 print(f"K·M·M = {b.K}·{b.M}·{b.M} = {b.K * b.M * b.M}; conv filters:",
