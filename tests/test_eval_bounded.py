@@ -32,7 +32,7 @@ class OracleSegmenter(InstanceSegmenter):
         self.seen = 0
         return self
 
-    def run(self, images, targets=None):
+    def run(self, images, targets=None, intermediates=True):
         _, image_sizes = self.preprocess(images)
         detections, masks = [], []
         for _ in images:
