@@ -181,3 +181,15 @@ def test_a_lone_bad_file_fails_with_its_name(checkpoint, tmp_path, capsys):
     (tmp_path / "x.jpg").write_bytes(b"")
     code, preds, err = predict(checkpoint, [tmp_path / "x.jpg"], tmp_path / "p", capsys)
     assert code == 1 and preds == [] and "x.jpg: empty file" in err
+
+
+def test_the_summary_line_counts_overlays_in_words(checkpoint, tmp_path, capsys):
+    for name in ("a.png", "b.png"):
+        Image.fromarray(picture()).save(tmp_path / name)
+    main(["predict", "--checkpoint", str(checkpoint), str(tmp_path / "a.png"), "--output-dir",
+          str(tmp_path / "one"), "--score-thresh", "0", "--device", "cpu"])  # fmt: skip
+    assert capsys.readouterr().out.rstrip().endswith("and 1 overlay PNG")
+    main(["predict", "--checkpoint", str(checkpoint), str(tmp_path / "a.png"),
+          str(tmp_path / "b.png"), "--output-dir", str(tmp_path / "two"), "--score-thresh", "0",
+          "--device", "cpu"])  # fmt: skip
+    assert capsys.readouterr().out.rstrip().endswith("and 2 overlay PNGs")

