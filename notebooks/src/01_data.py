@@ -29,7 +29,9 @@ from blendmask_edu.tutorial import cached_data, describe
 # ## 1. One shape
 #
 # A shape is a category, a centre, a size (diameter of its circumscribed circle) and an
-# angle. To rasterise it, every pixel centre $(x, y)$ is moved into the shape's own frame:
+# angle $\theta$. To rasterise it, every pixel centre $(x, y)$ is moved into the shape's own
+# frame, shifted to the centre $(c_x, c_y)$, rotated by $-\theta$ and divided by the radius
+# $r = \text{size}/2$:
 #
 # $$u = \frac{\cos\theta\,(x - c_x) + \sin\theta\,(y - c_y)}{r},\qquad
 #   v = \frac{-\sin\theta\,(x - c_x) + \cos\theta\,(y - c_y)}{r}$$
@@ -127,8 +129,9 @@ print("runs (0s, 1s, 0s, ...):  ", runs)
 # Read it: 5 zeros (the first column and the top of the second), 2 ones, 1 zero, 3 ones,
 # 1 zero, 2 ones, 6 zeros. The runs sum to 20 = 4·5 pixels. COCO stores this list as-is
 # ("uncompressed RLE", used for crowd regions) or packed into a string ("compressed RLE":
-# each number as the difference to the number two places before, in 5-bit groups written as
-# characters). pycocotools agrees with our runs and decodes the same mask:
+# the first three numbers as they are, and from the fourth on each number as its difference
+# to the number two places before; every number is then written in 5-bit groups, one
+# character each). pycocotools agrees with our runs and decodes the same mask:
 
 # %%
 from blendmask_edu.data.coco import segmentation_to_mask
@@ -303,11 +306,18 @@ except DatasetError as err:
 
 # %% tags=["solution"]
 # 1. Count category ids over the annotations. The generator draws the six classes with
-#    equal probability, so the differences between the counts are chance.
+#    equal probability; occlusion then leaves out shapes that show less than 20 % of
+#    themselves, whatever their class. The chi-square statistic against equal shares says
+#    whether the differences are larger than chance makes them: with 6 classes (5 degrees
+#    of freedom) chance alone gives about 5 on average and exceeds 11.07 one time in 20.
 from collections import Counter
 
 counts = Counter(names[a["category_id"]] for a in coco["annotations"])
 print(counts.most_common())
+expected = sum(counts.values()) / len(counts)
+chi2 = sum((n - expected) ** 2 / expected for n in counts.values())
+print(f"chi-square against equal shares: {chi2:.1f} "
+      f"({'within' if chi2 <= 11.07 else 'beyond'} what chance gives 19 times in 20)")
 
 # %% tags=["solution"]
 # 2. A 5×5 ring: ones on the border of the inner 3×3 square.

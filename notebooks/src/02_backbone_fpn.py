@@ -85,8 +85,11 @@ describe("C5 (stride 32)", c5)
 # torchvision's `FeaturePyramidNetwork` upsamples to the *size* of the finer map (not by a
 # fixed ×2), so odd sizes work too; with sides a multiple of 32 the factor is exactly 2.
 #
-# FCOS adds two coarser levels for large objects (Tian et al. 2019, §3.2):
+# FCOS adds two coarser levels for large objects (Tian et al. 2019, §3.2: one stride-2 conv
+# on P5 gives P6, one on P6 gives P7):
 # $P_6 = \mathrm{conv}_{3\times3,\,s2}(P_5)$ and $P_7 = \mathrm{conv}_{3\times3,\,s2}(\mathrm{ReLU}(P_6))$.
+# The ReLU before P7's conv is not in the FCOS paper: it comes from RetinaNet (Lin et al.
+# 2017, *Focal Loss*), whose P6/P7 the official FCOS code and torchvision's `LastLevelP6P7` follow.
 # `BackboneFPN` = the timm body + torchvision's `FeaturePyramidNetwork` with these extra
 # levels. The `shapes` preset uses $D = 64$.
 
@@ -155,7 +158,11 @@ for ax in axes:
 # %% [markdown]
 # What to look for (the maps are this run's model; another run shows other values, the same
 # kind of picture): P3, 16×16 cells of 8 pixels, is fine enough to separate neighbouring
-# objects; P4 and P5 merge them into fewer, larger blobs; P6 (2×2) is responsible for the few boxes whose farthest side is ≥ 64 px; P7 (1×1) never
+# objects; P4 and P5 merge them into fewer, larger blobs. The level is chosen per
+# *location*: a location of P6 (2×2) is a positive for a box when its distance to the box's
+# farthest side, $\max(l, t, r, b)$, lies in P6's size range (notebook 03 prints the ranges;
+# both bounds are inclusive in the code, so a distance exactly on a bound fits the two
+# neighbouring levels); only the few largest shapes reach it. P7 (1×1) never
 # gets a positive on 128×128 images (notebook 03), and its single value says nothing. An object about one P3 cell
 # wide has little room to show on any level. Notebook 03 shows which objects each level is
 # made responsible for.

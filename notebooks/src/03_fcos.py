@@ -69,12 +69,13 @@ ax.set_axis_off()
 # A location is a **positive** for a box when
 # 1. it lies in the box's **center region**: within $1.5$ strides of the box centre
 #    ("center sampling", from the FCOS follow-up work; the paper used the whole box);
-# 2. the box fits the level: $m_{i-1} \le \max(l^*, t^*, r^*, b^*) \le m_i$ (§3.2). The
-#    `shapes` preset scales the paper's (64, 128, 256, 512) down to the small images:
+# 2. the box fits the level: $m_{i-1} \le \max(l^*, t^*, r^*, b^*) \le m_i$ (§3.2); the
+#    `shapes` preset scales the paper's bounds (64, 128, 256, 512) down to the small images;
 # 3. when several boxes qualify, the one with the **smallest area** wins.
 #
 # P3's lower bound is −1 (the official code's convention); since a positive location lies
 # strictly inside its box, any lower bound ≤ 0 gives the same assignment; P7's upper bound is ∞.
+# The preset's ranges:
 
 # %%
 ranges = level_size_ranges(cfg.sizes_of_interest, len(cfg.strides))
@@ -109,7 +110,7 @@ plot_levels(image, t.gt_index[0], sizes, cfg.strides, "matched GT instance of ea
 #
 # Center sampling matters little here: a level's objects are only a few of its strides
 # wide, so the radius of 1.5 strides reaches (nearly) every cell of the box — compare the
-# printed counts for radius 1.5 and the whole box. On COCO images, where a box spans many
+# counts for radius 1.5 and the whole box, printed in the next section. On COCO images, where a box spans many
 # strides, it removes the cells at box corners, often on background or on another object.
 
 # %%
@@ -153,8 +154,8 @@ plot_levels(image, t.centerness[0], sizes, cfg.strides, "centerness* of the posi
 #
 # `FCOSHead` is shared by all levels: a *classification tower* and a *box tower* (2 convs
 # each in the `shapes` preset, 4 in the paper), each 3×3 conv + GroupNorm + ReLU; then
-# $C$ class logits, 4 distances (ReLU, in units of the level's stride, times a learnable
-# scale per level) and one centerness logit, computed from the box tower. The box tower's
+# $C$ class logits, 4 distances (multiplied by a learnable scale per level, then a ReLU; in
+# units of the level's stride) and one centerness logit, computed from the box tower. The box tower's
 # output is also what BlendMask's top layer reads (notebook 05).
 
 # %%
@@ -257,9 +258,22 @@ for loc in final["loc_index"][keep].unique().tolist():  # one location, several 
               ", ".join(f"{tm.class_names[int(c) - 1]} {float(s_):.2f}"
                         for c, s_ in zip(final["labels"][same], final["scores"][same])))
 
+# %%
+from IPython.display import Markdown, display
+
+n_before, n_after = int((no_nms["scores"] > 0.3).sum()), int(keep.sum())
+per_location = final["loc_index"][keep].unique(return_counts=True)[1]  # boxes > 0.3 per location
+stacked = int(per_location[per_location > 1].sum())
+display(Markdown(
+    f"In this image NMS removed {n_before - n_after} of the {n_before} boxes with score > 0.3. "
+    f"Of the {n_after} left, {stacked} come from {int((per_location > 1).sum())} locations that "
+    "each keep one box per class (listed above)"
+    + (": most of what remains are such stacks, which class-wise NMS never compares."
+       if 2 * stacked > n_after else ".")))
+
 # %% [markdown]
-# Before NMS each object is found by several neighbouring locations; NMS keeps the best of
-# each cluster of the same class. It is *class-wise*: boxes of different classes survive
+# NMS removes a box only when a higher-scoring box *of the same class* overlaps it by
+# IoU > 0.6. It is *class-wise*: boxes of different classes survive
 # side by side, and one location that is unsure of the class keeps a box for each class
 # above the threshold. Those boxes are the same box; the picture draws boxes from the
 # lowest score to the highest, so the colour you see on such a stack is its best class, and
@@ -306,6 +320,10 @@ for r in (0.5, 1.5, 3.0):
     print(f"radius {r}: {int((tr.labels > 0).sum())} positives")
 
 # %% tags=["solution"]
-# 3. The threshold applies to the class probability before ranking.
+# 3. `score_thresh` applies to the class probability (this preset's `thresh_with_ctr` is
+#    off), before the ranking by cls·ctr. The figure of section 6 thresholds the final score
+#    √(cls·ctr) instead, which is larger than cls wherever ctr > cls (class probability 0.2
+#    and centerness 0.6 give √0.12 ≈ 0.35): so the two counts differ.
 strict = detect_image(*args, dataclasses.replace(cfg, score_thresh=0.3))
-print(len(strict["boxes"]), "detections")
+print(len(strict["boxes"]), "detections with class probability > 0.3;",
+      int((final["scores"] > 0.3).sum()), "with score √(cls·ctr) > 0.3 (the figure)")

@@ -88,8 +88,9 @@ assert torch.allclose(bases, out["bases"])
 # ### 1b. Small images: the stride-4 map C2 (`bottom_c2`)
 #
 # Twice as fine as P3 is only a grid: the upsample adds no detail. At 128 px P3 is 16×16,
-# one cell per 8×8 pixels, and the paper's bottom module, which reads P3..P5 and upsamples
-# ×2, cannot draw what P3 cannot see — the hole of a ring, the arms of a 20-px star.
+# one cell per 8×8 pixels, and AdelaiDet's bottom module, which reads P3..P5 and upsamples
+# ×2 (the paper also allows the backbone's features C as its input), cannot draw what P3
+# cannot see — the hole of a ring, the arms of a 20-px star.
 # `BlenderConfig(bottom_c2=True)` (beyond the paper; on in the `shapes` preset) adds
 # conv3×3(C2) after the ×2 upsample, where C2 is the backbone's own stride-4 map (not
 # through the FPN). The idea is DeepLabv3+'s decoder, which brings in the backbone's
@@ -117,7 +118,11 @@ from blendmask_edu.tutorial import docs_path
 preset_source = inspect.getsource(config_module.shapes_preset).splitlines()
 start = next(i for i, ln in enumerate(preset_source) if "stride-4 map (C2)" in ln)
 print("\n".join(ln.strip() for ln in preset_source[start : start + 3]))
-print(next(ln for ln in docs_path("measurements.md").read_text().splitlines() if "C2 costs" in ln))
+table = docs_path("measurements.md").read_text().splitlines()
+row = next(i for i, ln in enumerate(table) if "C2 costs" in ln)
+head = max(i for i in range(row) if table[i].startswith("| tried"))  # the table's header
+print("\ndocs/measurements.md, one CPU training step (batch 16) with and without C2:")
+print("\n".join([table[head], next(ln for ln in table[head:row] if "the preset" in ln), table[row]]))
 
 # %%
 cfg_c2 = BlenderConfig(K=4, bottom_channels=64, bottom_num_convs=2, bottom_c2=True)  # the preset
@@ -154,7 +159,11 @@ plot_bases(images, [m["bases"] for m in run["masks"]]);
 # cell below *measures* a role for each basis of this model, over the first val images
 # (`basis_roles`, notebook 09 explains the measures): the mean inside objects, on their
 # edges and on background, and the mean crop of the basis in the ground-truth boxes, left
-# half vs right half and top vs bottom. Each basis is named by its largest contrast.
+# half vs right half and top vs bottom. Each basis is named by its largest contrast, and by
+# a second one too when that is at least half as large. The `edges` number is how far the
+# mean on edge cells lies *beyond* both the inside and the background mean (above the higher
+# or below the lower); it is 0 when the edge mean lies between them, i.e. when the edge is only
+# the step from one to the other.
 
 # %%
 from blendmask_edu.tutorial import pick
@@ -168,15 +177,20 @@ for r in roles:
 # What to notice, in the figure and the numbers:
 # - the bases are not masks of objects: they are signed maps over the whole image, and
 #   every object is covered by all four;
-# - they follow the objects' outlines closely (one bases cell is 4 pixels);
+# - in this run's figure they follow the objects' outlines (one bases cell is 4 pixels);
 # - they need not all do different things: in a short run several bases can share the same
 #   main contrast (objects against background, with either sign) and differ in a second one
-#   (one side of the box, edges) — the printed roles give both, for this model. A basis that
-#   is "lower inside objects" is as useful as one that is higher there: the attention mixes
-#   them with weights, and the sign is only a convention of this run;
-# - in this run's model no basis is tied to one class (notebook 09 measures each basis per
-# class);
-# - every basis carries some speckle from the noisy backgrounds.
+#   (one side of the box, edges) — the printed roles give both, for this model;
+# - the sign matters. The attention's weights are a softmax over K (each ≥ 0, summing to 1,
+#   notebook 06), so at every pixel the mask logit is a weighted average of the bases' values
+#   there, between the smallest and the largest. A pixel can only be foreground (logit > 0)
+#   where some basis is positive, so some basis must be positive inside objects. A basis that
+#   is "lower inside objects" cannot draw an object; it can say "background" wherever the
+#   attention gives it the weight. How much this run's masks depend on each basis is measured
+#   in notebook 09 (knock-outs);
+# - whether a basis is tied to one class is measured in notebook 09 (each basis' mean per
+#   class);
+# - in this run's figure every basis carries some speckle from the noisy backgrounds.
 #
 # **What C2 adds.** The same trained model, its C2 term switched off (a forward hook makes
 # `conv3×3(C2)` output zeros) — not a model trained without C2, only what this model's
@@ -228,7 +242,9 @@ with torch.no_grad():  # the loss path asks for the semantic logits: with_seg=Tr
     feats = model.backbone(x)
     seg_logits = model.mask_branch.bottom(feats, with_seg=True)["seg_logits"]
 describe("seg_logits", seg_logits)
-print(f"loss_sem (before the 0.3 weight): {semantic_loss(seg_logits, list(targets), 8).item():.3f}")
+aux_weight = model.mask_branch.cfg.aux_seg_weight
+print(f"loss_sem before its weight: {semantic_loss(seg_logits, list(targets), 8).item():.3f} "
+      f"(training adds it × aux_seg_weight = {aux_weight:g})")
 
 names = ["background"] + tm.class_names
 fig, axes = plt.subplots(3, 4, figsize=(10, 7.6), layout="constrained")
@@ -258,7 +274,7 @@ cbar.ax.set_yticklabels(names);
 #   real detail at 1/4.
 # - Bases are shared by all instances; they are not masks. Instances differ only in how
 #   they mix the bases (the attention, notebook 05).
-# - The auxiliary semantic loss (weight 0.3 in the `shapes` preset) trains a class map on
+# - The auxiliary semantic loss (weighted by `aux_seg_weight`, printed in section 3) trains a class map on
 #   P3 from targets made of the instance masks; it shapes the backbone/FPN features, not
 #   the bottom module's own layers.
 #
