@@ -88,21 +88,50 @@ print("levels of the 5 best detections:", [f"P{int(lv) + 3}" for lv in level])
 # %% [markdown]
 # The raw numbers are logits. The blender first upsamples them from M×M to R×R (Eq. 2),
 # then turns them into weights with a softmax **over the K bases** at each position (Eq. 3,
-# notebook 06), so only differences between bases matter. Here are the three best
-# detections: the box, the four raw 14×14 maps (one colour scale per detection), and the
-# weights exactly as the blender computes them — softmax over K of the attention upsampled
-# to R×R = 28×28 (`attention_weights` of `model.run`), from 0 to 1.
+# notebook 06), so only differences between bases matter.
+#
+# The highest-scoring detections of an image are often several of one object (neighbouring
+# locations, or one location with several classes: notebook 03). To look at *different*
+# objects, `one_per_object` walks the detections from the highest score down and keeps one
+# only when the ground-truth box it overlaps most (box IoU ≥ 0.5) has no detection yet. For
+# (up to) three of them: the box (its tag gives the predicted class and score, the title the
+# ground truth), the four raw 14×14 maps (one colour scale per detection), and the weights
+# exactly as the blender computes them — softmax over K of the attention upsampled to
+# R×R = 28×28 (`attention_weights` of `model.run`), from 0 to 1.
 
 # %%
+from torchvision.ops import box_iou
+
 from blendmask_edu.viz.overlay import draw_instances
 
-fig, axes = plt.subplots(3, 9, figsize=(17, 6.2), layout="constrained",
-                         gridspec_kw={"width_ratios": [1.3] + [1] * 8})
-for row in range(3):
-    one = {k: det[k][row : row + 1] for k in ("boxes", "labels", "scores")}
-    draw_instances(axes[row, 0], image, one, tm.class_names, score_thresh=0.0, ids=[row])
-    a = attention[row]  # [K, M, M]
-    weights = out["masks"][0]["attention_weights"][row]  # [K, R, R]: softmax_K(upsample(a))
+
+def one_per_object(det, target, min_iou=0.5):
+    """[(detection index, GT index)]: walking the detections from the highest score down,
+    keep one when the GT box it overlaps most (box IoU ≥ min_iou) has no detection yet."""
+    if len(det["boxes"]) == 0 or len(target["boxes"]) == 0:
+        return []
+    best_iou, best_gt = box_iou(det["boxes"], target["boxes"]).max(dim=1)  # [N], [N]
+    pairs, taken = [], set()
+    for d in det["scores"].argsort(descending=True).tolist():
+        g = int(best_gt[d])
+        if best_iou[d] >= min_iou and g not in taken:
+            pairs.append((d, g))
+            taken.add(g)
+    return pairs
+
+
+chosen = one_per_object(det, target)[:3]
+for d, g in chosen:
+    print(f"detection #{d} ({tm.class_names[int(det['labels'][d]) - 1]} "
+          f"{float(det['scores'][d]):.2f}) → GT {g}, a {tm.class_names[int(target['labels'][g]) - 1]}")
+fig, axes = plt.subplots(len(chosen), 9, figsize=(17, 2.1 * len(chosen)), layout="constrained",
+                         gridspec_kw={"width_ratios": [1.3] + [1] * 8}, squeeze=False)
+for row, (d, g) in enumerate(chosen):
+    one = {k: det[k][d : d + 1] for k in ("boxes", "labels", "scores")}
+    draw_instances(axes[row, 0], image, one, tm.class_names, score_thresh=0.0, ids=[d])
+    axes[row, 0].set_title(f"#{d}, on a {tm.class_names[int(target['labels'][g]) - 1]}", fontsize=8)
+    a = attention[d]  # [K, M, M]
+    weights = out["masks"][0]["attention_weights"][d]  # [K, R, R]: softmax_K(upsample(a))
     lim = float(a.abs().max())
     for k in range(4):
         im_raw = axes[row, 1 + k].imshow(a[k], cmap="RdBu_r", vmin=-lim, vmax=lim)
@@ -120,63 +149,108 @@ for ax in axes.flat:
 # regions, and each region is given (mostly) to one basis. Which basis gets which region is
 # learned, and differs from one training run to the next. To say it for *this* model
 # without reading indices off a picture, the cell below prints each basis' measured role
-# (from its values over val images, as in notebook 04) next to the mean weight it gets, over
-# the ten best detections, in the centre of the box, in its border ring, and in its left
-# and right halves:
+# (from its values over val images, as in notebook 04) next to the mean weight it gets in
+# the centre of the box, in its border ring, and in its left and right halves — averaged
+# over one detection per object (`one_per_object`) in the first val images, so that an
+# object found by many duplicates does not count many times:
 
 # %%
 from blendmask_edu.tutorial import pick
 from blendmask_edu.viz.bases_probe import basis_roles, probe_bases, role_text
 
-roles = basis_roles(probe_bases(model, val, num_images=pick(40, 200)))
-w = out["masks"][0]["attention_weights"][:10]  # [10, K, R, R]
+n_images = pick(40, 200)
+roles = basis_roles(probe_bases(model, val, num_images=n_images))
+w = []  # the weights [K, R, R] of one detection per object found
+for i in range(n_images):
+    image_i, target_i = val[i]
+    with torch.inference_mode():
+        run_i = model.run([image_i])
+    found = [d for d, _ in one_per_object(run_i["fcos"]["detections"][0], target_i)]
+    w.append(run_i["masks"][0]["attention_weights"][found])
+w = torch.cat(w)  # [n, K, R, R]
+print(f"{len(w)} detections: one per object found (box IoU ≥ 0.5) in {n_images} val images")
 R = w.shape[-1]
 border = torch.ones(R, R, dtype=torch.bool)
 border[R // 4 : -(R // 4), R // 4 : -(R // 4)] = False
 for r in roles:
     k = r["basis"]
-    print(f"{role_text(r).split(' (')[0]:55s} weight: centre {float(w[:, k][:, ~border].mean()):.2f}"
-          f"  border {float(w[:, k][:, border].mean()):.2f}  left {float(w[:, k, :, : R // 2].mean()):.2f}"
-          f"  right {float(w[:, k, :, R // 2 :].mean()):.2f}")
+    centre, ring = float(w[:, k][:, ~border].mean()), float(w[:, k][:, border].mean())
+    left, right = float(w[:, k, :, : R // 2].mean()), float(w[:, k, :, R // 2 :].mean())
+    top, bottom = float(w[:, k, : R // 2].mean()), float(w[:, k, R // 2 :].mean())
+    # the pattern: higher inside → centre, lower inside → border, one side → that side
+    expected = {"objects": centre - ring, "left-right": left - right, "top-bottom": top - bottom}
+    fits = ""
+    if r["role"] in expected:
+        fits = "fits" if (expected[r["role"]] > 0) == (r["value"] > 0) else "does not fit"
+    print(f"{role_text(r).split(' (')[0]:55s} weight: centre {centre:.2f}  border {ring:.2f}"
+          f"  left {left:.2f}  right {right:.2f}  {fits}")
 
 # %% [markdown]
-# Compare each basis' role with where its weight goes (this run's numbers): a basis that is
-# higher inside objects tends to get the centre of the box, one that is lower inside
-# objects (it says "background") the border, and a basis that is higher on one side of a
-# box the weight on that side. Where a line does not fit this pattern, the model found
-# another use for that basis. The attention is *not* only a position prior, though: it is predicted per
-# detection, from the features at its location, and can take the shape of its object — a
-# ring-shaped region for a ring, for example (look at the weight maps above). The paper
-# makes the same point where it discusses what the learned bases and attentions encode:
-# the attention carries instance-level information — coarse shape and pose — at M×M, the
-# bases carry the fine, position-sensitive detail at 1/4 of the image; the mask needs both
-# (notebook 06).
+# Compare each basis' role with where its weight goes (this run's numbers). The pattern one
+# would expect: a basis that is higher inside objects gets the centre of the box, one that is
+# lower inside objects (it says "background") the border, and a basis that is higher on one
+# side of a box the weight on that side; the last column says whether each line fits it.
+# Where a line does not fit, the model found another use for that basis.
+#
+# The attention is predicted per detection, from the features at its location, so it *can*
+# differ from one object to the next and follow the object's shape and pose. That is the
+# paper's point where it discusses what the learned bases and attentions encode: the
+# attention carries instance-level information — coarse shape and pose — at M×M, the bases
+# carry the fine, position-sensitive detail at 1/4 of the image; the mask needs both
+# (notebook 06). How far this run's attention does so is measured next.
 #
 # Which basis wins at each position (argmax over K of the upsampled attention, as the
-# blender sees it), for the ten best detections:
+# blender sees it), for the ten highest-scoring detections of the image; each title names
+# the ground-truth object its box overlaps most (box IoU ≥ 0.5; "—" for none). The cell
+# then compares the maps: at how many positions the same basis wins, for two detections of
+# one object and for two detections of different objects.
 
 # %%
+from itertools import combinations
+
+from IPython.display import Markdown, display
+
+w10 = out["masks"][0]["attention_weights"][:10]  # [10, K, R, R]
+wins = w10.argmax(1)  # [10, R, R] the winning basis at each position
+best_iou, best_gt = box_iou(det["boxes"][:10], target["boxes"]).max(dim=1)  # [10], [10]
+on = [int(g) if v >= 0.5 else None for v, g in zip(best_iou, best_gt)]  # GT object or None
 fig, axes = plt.subplots(2, 10, figsize=(15, 3.4), layout="constrained")
 for i in range(10):
     one = {k: det[k][i : i + 1] for k in ("boxes", "labels", "scores")}
     draw_instances(axes[0, i], image, one, tm.class_names, score_thresh=0.0, ids=[i])
-    im = axes[1, i].imshow(w[i].argmax(0), cmap="tab10", vmin=-0.5, vmax=9.5)
-    axes[1, i].set_title(f"#{i}: argmax$_k$", fontsize=8)
+    im = axes[1, i].imshow(wins[i], cmap="tab10", vmin=-0.5, vmax=9.5)
+    axes[1, i].set_title(f"#{i} on GT {'—' if on[i] is None else on[i]}", fontsize=8)
 for ax in axes.flat:
     ax.set_axis_off()
 cbar = fig.colorbar(im, ax=axes[1, :], ticks=range(4), shrink=0.9)
 cbar.ax.set_ylim(-0.5, 3.5)
 cbar.ax.set_yticklabels([f"basis {k + 1}" for k in range(4)]);
+plt.show()
+
+same, different = [], []  # agreement of the argmax maps, per pair of detections
+for i, j in combinations([i for i in range(10) if on[i] is not None], 2):
+    (same if on[i] == on[j] else different).append(float((wins[i] == wins[j]).float().mean()))
+if same and different:
+    mean_same, mean_diff = sum(same) / len(same), sum(different) / len(different)
+    display(Markdown(
+        f"Two detections of one object agree on the winning basis at {mean_same:.0%} of the "
+        f"positions ({len(same)} pairs), two detections of different objects at "
+        f"{mean_diff:.0%} ({len(different)} pairs): in this run the layout changes "
+        + ("little between objects." if mean_diff > mean_same - 0.1
+           else "more between objects than between duplicates of one object.")))
+else:
+    display(Markdown("These ten detections do not include both duplicates of one object and "
+                     "detections of different objects, so there is nothing to compare here."))
 
 # %% [markdown]
 # Read the strip with notebook 03 in mind: the ten best detections of an image are not ten
 # objects. Several are duplicates of one object — a neighbouring location, or the same
 # location with another class (class-wise NMS keeps both) — and some carry a wrong label
-# (this run's model; the tags give class and score). Each still has its own attention,
-# which is why they are shown: compare the duplicates of one object, whose attentions are
-# similar, with detections of different objects, where the regions change size and shape.
-# That is where the attention adapts to its object. Notebook 09 measures how much it
-# varies over the whole val set.
+# (this run's model; the tags give class and score, the titles the object). Each still has
+# its own attention, which is why they are shown. The maps are drawn in box coordinates
+# (every box becomes R×R), so what can differ between objects is the layout of the regions,
+# not their size; the sentence above says how much it differs in this run. Notebook 09
+# measures how much the attention varies over the whole val set.
 
 # %% [markdown]
 # ## Summary
@@ -206,8 +280,12 @@ s = attention[0].softmax(dim=0)  # [K, M, M]
 print(torch.allclose(s.sum(0), torch.ones(14, 14)))
 
 # %% tags=["solution"]
-# 3. Small boxes come from P3, larger ones from P4/P5 (the size ranges of notebook 03).
+# 3. The level is chosen by the location's distance to the farthest side of its box,
+#    max(l, t, r, b) — about half the box side for a location near the box centre — against
+#    the size ranges of notebook 03; so larger boxes come from coarser levels.
 lv = out["fcos"]["level"][det["loc_index"][:20]] + 3
 side = (det["boxes"][:20, 2:] - det["boxes"][:20, :2]).max(1).values
 for l, s_ in sorted(zip(lv.tolist(), side.tolist())):
     print(f"P{l}: box side {s_:.0f}")
+print("levels among these 20:", sorted({f"P{l}" for l in lv.tolist()}),
+      "; bounds between the levels' ranges (sizes_of_interest):", model.fcos.cfg.sizes_of_interest)

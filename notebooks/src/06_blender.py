@@ -13,6 +13,10 @@
 # m_d &= \textstyle\sum_{k=1}^{K} s_d^k \circ r_d^k && \text{(Eq. 4) mask logits } [R, R]
 # \end{aligned}$$
 #
+# (The paper writes Eq. 1 as $\mathrm{RoIPool}_{R \times R}$, "the RoIPooler of Mask R-CNN",
+# and then specifies RoIAlign with a sampling ratio of 1: that is what is written and computed
+# here.)
+#
 # **What you will learn**
 # - each equation computed by hand on a tiny example with hand-picked numbers;
 # - the library's `crop_bases` and `blend` give exactly the same numbers (asserted);
@@ -180,14 +184,28 @@ describe("pasted masks", pasted)
 # rows 2–4: the weights $s$ = softmax over K of the attention upsampled to R×R (Eq. 2–3),
 # the crops $r$ (Eq. 1) and the products $s^k \circ r^k$ (Eq. 4). Last column: the box, the
 # sum $m$, its sigmoid and the ground truth.
+#
+# Which detection: the highest-scoring ones of an image are often duplicates of one object or
+# carry a wrong class (notebook 05), so the cell takes the highest-scoring detection that is
+# *right*: its box overlaps a ground-truth box by IoU ≥ 0.5 and its label is that box's class.
 
 # %%
+from torchvision.ops import box_iou
+
 from blendmask_edu.viz.blending import detection_intermediates, plot_detection_blending
 from blendmask_edu.viz.blendmask_figures import gt_crop_for
 
-i = 0
-inter = detection_intermediates(mb, i)
+best_iou, best_gt = box_iou(det["boxes"], target["boxes"]).max(dim=1)  # [N], [N]
+by_score = det["scores"].argsort(descending=True).tolist()
+right = [d for d in by_score
+         if best_iou[d] >= 0.5 and det["labels"][d] == target["labels"][best_gt[d]]]
+i = right[0] if right else by_score[0]
 name = tm.class_names[int(det["labels"][i]) - 1]
+truth = tm.class_names[int(target["labels"][best_gt[i]]) - 1]
+print(("the highest-scoring right detection" if right else "no right detection; the highest-scoring")
+      + f": #{i}, labelled {name}, score {float(det['scores'][i]):.2f}; the GT box it overlaps "
+      f"most: a {truth} (box IoU {float(best_iou[i]):.2f})")
+inter = detection_intermediates(mb, i)
 gt = gt_crop_for(det["boxes"][i], target, R_model)
 plot_detection_blending(image, det["boxes"][i], inter, f"#{i}: {name} {float(det['scores'][i]):.2f}", gt);
 
@@ -200,19 +218,33 @@ plot_detection_blending(image, det["boxes"][i], inter, f"#{i}: {name} {float(det
 # and outside it.
 
 # %%
+from IPython.display import Markdown, display
+
 prod = inter["attention_weights"] * inter["basis_crops"]  # [K, R, R] the products of Eq. 4
 inside = gt.bool()
-for k in range(prod.shape[0]):
+K_model = prod.shape[0]
+p_in = [float(prod[k][inside].mean()) if inside.any() else float("nan") for k in range(K_model)]
+p_out = [float(prod[k][~inside].mean()) if (~inside).any() else float("nan") for k in range(K_model)]
+for k in range(K_model):
     print(f"basis {k + 1}: weight share {float(inter['attention_weights'][k].mean()):.2f}; "
-          f"product mean inside the GT {float(prod[k][inside].mean()) if inside.any() else float('nan'):+.2f}, "
-          f"outside {float(prod[k][~inside].mean()) if (~inside).any() else float('nan'):+.2f}")
+          f"product mean inside the GT {p_in[k]:+.2f}, outside {p_out[k]:+.2f}")
 pred = inter["masks"] > 0.5
 print(f"mask IoU with the GT in the box: {float((pred & inside).sum() / (pred | inside).sum().clamp(min=1)):.2f}")
+if inside.any() and (~inside).any():
+    a = max(range(K_model), key=lambda k: p_in[k])  # adds most inside the GT
+    b = min(range(K_model), key=lambda k: p_out[k])  # pulls hardest to "off" outside it
+    display(Markdown(
+        f"In this detection the product highest inside the GT is basis {a + 1}'s "
+        f"({p_in[a]:+.2f} inside, {p_out[a]:+.2f} outside)"
+        + (": it draws the object" if p_in[a] > max(p_out[a], 0) else "")
+        + f"; the most negative outside the GT is basis {b + 1}'s ({p_out[b]:+.2f}), which "
+        "pushes the surroundings to \"off\"."))
 
 # %% [markdown]
-# A basis whose product is positive inside the GT and negative outside draws the object; one
-# that is negative everywhere pushes its region to "off". The GT is only the *visible* part
-# of the shape: where another shape covers it, the mask should be off too.
+# In general, a basis whose product is much higher inside the GT than outside draws the
+# object, and one whose product is negative where the object is not pushes that region to
+# "off"; several bases can share either job. The GT is only the *visible* part of the shape:
+# where another shape covers it, the mask should be off too.
 #
 # ## 3. Bilinear or nearest?
 #
@@ -223,18 +255,31 @@ print(f"mask IoU with the GT in the box: {float((pred & inside).sum() / (pred | 
 # elsewhere). At this ratio the
 # steps are hard to see in the masks themselves; the |difference| column shows where they
 # are. (The paper's default is R/M = 56/14 = 4, where the blocks are 4×4.)
+#
+# One row per object, for (up to) three different objects: walking the detections from the
+# highest score down, a detection is taken when the GT box it overlaps most (box IoU ≥ 0.5)
+# has none yet (`one_per_object` of notebook 05).
 
 # %%
+rows, taken = [], set()  # one detection per GT object, by score
+for d in by_score:
+    if best_iou[d] >= 0.5 and int(best_gt[d]) not in taken:
+        rows.append(d)
+        taken.add(int(best_gt[d]))
+rows = rows[:3]
 nearest = blend(mb["basis_crops"], mb["attention"], "nearest")
-fig, axes = plt.subplots(3, 4, figsize=(8.6, 6.6), layout="constrained")
-for row in range(3):
-    gt_row = gt_crop_for(det["boxes"][row], target, R_model)
-    panels = [(mb["masks"][row], "bilinear"), (nearest["mask_logits"][row].sigmoid(), "nearest"),
-              ((mb["masks"][row] - nearest["mask_logits"][row].sigmoid()).abs(), "|difference|"),
+fig, axes = plt.subplots(len(rows), 4, figsize=(8.6, 2.2 * len(rows)), layout="constrained",
+                         squeeze=False)
+for row, d in enumerate(rows):
+    gt_row = gt_crop_for(det["boxes"][d], target, R_model)
+    truth_d = tm.class_names[int(target["labels"][best_gt[d]]) - 1]
+    panels = [(mb["masks"][d], f"bilinear (on a {truth_d})"),
+              (nearest["mask_logits"][d].sigmoid(), "nearest"),
+              ((mb["masks"][d] - nearest["mask_logits"][d].sigmoid()).abs(), "|difference|"),
               (gt_row, "GT in the box")]
     for ax, (img, title) in zip(axes[row], panels):
         im = ax.imshow(img, cmap="gray", vmin=0, vmax=1)
-        ax.set_title(f"#{row}: {title}", fontsize=9)
+        ax.set_title(f"#{d}: {title}", fontsize=9)
         ax.set_axis_off()
 fig.colorbar(im, ax=axes, shrink=0.6, label="mask probability");
 

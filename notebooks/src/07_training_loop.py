@@ -109,6 +109,10 @@ for r in eval_records:
 last_iter = train_records[-1]["iter"]
 recent = [r["loss"] for r in train_records if r["iter"] > last_iter - 60]
 print(f"training loss over the last 60 iterations: {min(recent):.3f} to {max(recent):.3f}")
+lr, warmup = tm.cfg.optim.lr, tm.cfg.optim.warmup_iters
+peak = max(train_records, key=lambda r: r["lr"])  # the logged rate (every log_period steps)
+print(f"learning rate: lr {lr:g}, warm-up {warmup} iterations, run of {last_iter}; highest "
+      f"logged rate {peak['lr']:.4f} ({peak['lr'] / lr:.0%} of lr) at iteration {peak['iter']}")
 ctr_floor = centerness_floor(val_dataset(tm.cfg), tm.cfg.model.fcos)
 plot_curves(tm.run_dir, ctr_floor=ctr_floor);
 
@@ -119,8 +123,15 @@ plot_curves(tm.run_dir, ctr_floor=ctr_floor);
 # compare the printed val loss with the range of the last training losses — and one
 # evaluation cannot show a trend. `loss_ctr` flattens early, a little above the dotted line: the BCE of
 # a soft target (the centerness is between 0 and 1) cannot go below the target's entropy,
-# averaged here over the val set's positives (notebook 00). The learning rate rises during
-# the warm-up, then follows a cosine to zero at the last iteration.
+# averaged here over the val set's positives (notebook 00).
+#
+# The learning rate is lr · warmup(it) · cosine(it) (`engine/schedule.py`): the linear warm-up
+# and the cosine multiply, they do not take turns. In a run much longer than the warm-up the
+# rate rises to nearly lr, then follows the cosine to zero at the last iteration. In a short
+# run they overlap: the cosine has already fallen when the warm-up ends, so the rate peaks
+# before the warm-up's end and below lr — compare the printed peak with lr and the warm-up
+# length. (With a time budget the cosine's length is also refitted as the run goes:
+# section 6.)
 #
 # ## 3. Checkpoints, and resuming exactly
 #
@@ -268,8 +279,8 @@ for line in (work / "ddp" / "metrics.jsonl").read_text().splitlines():
 # %% [markdown]
 # ## 6. The time budget
 #
-# `--time-budget-min M` (`TrainConfig.time_budget_min`) trains for M minutes instead of a
-# fixed number of iterations — the natural unit on a laptop. The trainer measures its own
+# `--time-budget-min M` (`TrainConfig.time_budget_min`) trains for M minutes or `max_iters`
+# iterations, whichever comes first — minutes are the natural unit on a laptop. The trainer measures its own
 # speed (from iteration 3 on), sets the total number of iterations to what fits in the
 # remaining time, and re-checks every 10 iterations. Because the total is known, the cosine
 # schedule still ends at zero when the budget ends. A 15-second run:
