@@ -129,8 +129,8 @@ for part in ("backbone", "fcos", "mask_branch"):
 tc = tm.cfg.train
 print(f"settings: max_iters {tc.max_iters}, time_budget_min {tc.time_budget_min:g}, "
       f"batch_size {tc.batch_size}; the same as the command\n"
-      f"  blendmask-edu train --preset shapes --train DATA/shapes_train --val DATA/shapes_val "
-      f"--output-dir RUN --max-iters {tc.max_iters} --time-budget-min {tc.time_budget_min:g}")
+      f"  blendmask-edu train --preset shapes --train DATA/shapes_train --val DATA/shapes_val \\\n"
+      f"      --output-dir RUN --max-iters {tc.max_iters} --time-budget-min {tc.time_budget_min:g}")
 print("run folder:", shown(tm.run_dir), sorted(p.name for p in tm.run_dir.iterdir()))
 
 # %% [markdown]

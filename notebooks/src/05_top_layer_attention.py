@@ -179,17 +179,17 @@ for r in roles:
     top, bottom = float(w[:, k, : R // 2].mean()), float(w[:, k, R // 2 :].mean())
     # the pattern: higher inside → centre, lower inside → border, one side → that side
     expected = {"objects": centre - ring, "left-right": left - right, "top-bottom": top - bottom}
-    fits = ""
-    if r["role"] in expected:
-        fits = "fits" if (expected[r["role"]] > 0) == (r["value"] > 0) else "does not fit"
+    fits = [f"{name}: {'fits' if (expected[name] > 0) == (r['contrasts'][name] > 0) else 'does not fit'}"
+            for name in (r["role"], r["also"]) if name in expected]  # the role, and its "also"
     print(f"{role_text(r).split(' (')[0]:55s} weight: centre {centre:.2f}  border {ring:.2f}"
-          f"  left {left:.2f}  right {right:.2f}  {fits}")
+          f"  left {left:.2f}  right {right:.2f}  {', '.join(fits)}")
 
 # %% [markdown]
 # Compare each basis' role with where its weight goes (this run's numbers). The pattern one
 # would expect: a basis that is higher inside objects gets the centre of the box, one that is
 # lower inside objects (it says "background") the border, and a basis that is higher on one
-# side of a box the weight on that side; the last column says whether each line fits it.
+# side of a box the weight on that side; the last column says whether each line fits it
+# (for the basis' role, and for its second one when it has one).
 # Where a line does not fit, the model found another use for that basis.
 #
 # The attention is predicted per detection, from the features at its location, so it *can*
@@ -287,5 +287,5 @@ lv = out["fcos"]["level"][det["loc_index"][:20]] + 3
 side = (det["boxes"][:20, 2:] - det["boxes"][:20, :2]).max(1).values
 for l, s_ in sorted(zip(lv.tolist(), side.tolist())):
     print(f"P{l}: box side {s_:.0f}")
-print("levels among these 20:", sorted({f"P{l}" for l in lv.tolist()}),
-      "; bounds between the levels' ranges (sizes_of_interest):", model.fcos.cfg.sizes_of_interest)
+print(f"levels among these 20: {sorted({f'P{l}' for l in lv.tolist()})}; bounds between the "
+      f"levels' ranges of max(l, t, r, b) (sizes_of_interest): {model.fcos.cfg.sizes_of_interest}")

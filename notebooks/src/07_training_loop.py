@@ -129,7 +129,7 @@ plot_curves(tm.run_dir, ctr_floor=ctr_floor);
 # and the cosine multiply, they do not take turns. In a run much longer than the warm-up the
 # rate rises to nearly lr, then follows the cosine to zero at the last iteration. In a short
 # run they overlap: the cosine has already fallen when the warm-up ends, so the rate peaks
-# before the warm-up's end and below lr — compare the printed peak with lr and the warm-up
+# below lr, and possibly before the warm-up's end — compare the printed peak with lr and the warm-up
 # length. (With a time budget the cosine's length is also refitted as the run goes:
 # section 6.)
 #
