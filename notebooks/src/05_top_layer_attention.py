@@ -227,6 +227,12 @@ cbar.ax.set_ylim(-0.5, 3.5)
 cbar.ax.set_yticklabels([f"basis {k + 1}" for k in range(4)]);
 plt.show()
 
+objects = [g for g in on if g is not None]
+n_wrong = sum(det["labels"][i] != target["labels"][g] for i, g in enumerate(on) if g is not None)
+display(Markdown(
+    f"These ten detections lie on {len(set(objects))} different objects ({len(objects)} of them "
+    f"overlap one by box IoU ≥ 0.5); {int(n_wrong)} of those carry a label that is not their "
+    "object's class."))
 same, different = [], []  # agreement of the argmax maps, per pair of detections
 for i, j in combinations([i for i in range(10) if on[i] is not None], 2):
     (same if on[i] == on[j] else different).append(float((wins[i] == wins[j]).float().mean()))
@@ -243,13 +249,13 @@ else:
                      "detections of different objects, so there is nothing to compare here."))
 
 # %% [markdown]
-# Read the strip with notebook 03 in mind: the ten best detections of an image are not ten
-# objects. Several are duplicates of one object — a neighbouring location, or the same
-# location with another class (class-wise NMS keeps both) — and some carry a wrong label
-# (this run's model; the tags give class and score, the titles the object). Each still has
-# its own attention, which is why they are shown. The maps are drawn in box coordinates
+# Read the strip with notebook 03 in mind: the ten best detections of an image need not be
+# ten objects. Duplicates of one object — a neighbouring location, or the same location with
+# another class (class-wise NMS keeps both) — and wrong labels are counted above, for this
+# run's model (the tags give class and score, the titles the object). Each duplicate still
+# has its own attention, which is why they are shown. The maps are drawn in box coordinates
 # (every box becomes R×R), so what can differ between objects is the layout of the regions,
-# not their size; the sentence above says how much it differs in this run. Notebook 09
+# not their size; the last sentence above says how much it differs in this run. Notebook 09
 # measures how much the attention varies over the whole val set.
 
 # %% [markdown]
