@@ -71,8 +71,8 @@ assert len(detector_params) == 1  # the same detector in all four
 print(f"everything else (backbone + FPN + FCOS): {detector_params.pop():,} parameters in each")
 
 # %% [markdown]
-# The blender's top layer is the largest part of any branch (printed above): $K \cdot M \cdot M = 784$
-# outputs at every location (notebook 05). YOLACT's bottom module makes 32 prototypes
+# The blender's top layer is the largest part of any branch (printed above):
+# $K \cdot M \cdot M = 784$ outputs at every location (notebook 05). YOLACT's bottom module makes 32 prototypes
 # instead of 4 bases and its coefficient layer has only 32 outputs; FCIS' bottom module makes
 # $k^2 = 49$ score maps and needs no per-instance layer at all; the RoI head has four
 # 3×3 convs on 14×14 RoI features, a deconvolution and a 1×1 predictor (`convs`, `deconv`,
@@ -89,7 +89,7 @@ print(f"everything else (backbone + FPN + FCOS): {detector_params.pop():,} param
 # the fusion step: each has its own maps (a bottom module making 4 bases, 32 prototypes or
 # 49 score maps; for the RoI head no bottom module, but P2 from C2), its own per-instance
 # prediction, its own parameter count, and the way they are combined. (`compare`, section 6,
-# trains each branch with its own detector from scratch instead.)
+# trains each branch with its own detector, from the ImageNet-pretrained backbone, instead.)
 
 # %%
 zoo = cached_zoo()
@@ -339,8 +339,8 @@ display(Markdown(
 #
 # `blendmask-edu compare` trains each branch (or each value of a blender knob, notebook 10)
 # with the same preset, data, loop, optimiser, budget and seeds, each with **its own
-# detector, from scratch**, then measures every run the same way (`engine/compare.py`,
-# `engine/measure.py`): COCO mask AP and box AP on val, mask AP on the **GT boxes** (the
+# detector** (from the same ImageNet-pretrained backbone), then measures every run the same
+# way (`engine/compare.py`, `engine/measure.py`): COCO mask AP and box AP on val, mask AP on the **GT boxes** (the
 # detector's mistakes taken out), parameters, inference time. It writes
 # `results.json`, `results.md`, `comparison.png` and `qualitative.png`, and resumes where it
 # stopped (a finished run is skipped).
