@@ -1,5 +1,5 @@
 """FCIS-style fusion, the "assembler" (Li et al., Fully Convolutional Instance-aware Semantic
-Segmentation, CVPR 2017, §3.1; position-sensitive score maps from R-FCN, Dai et al. 2016).
+Segmentation, CVPR 2017, §2.1; position-sensitive score maps from R-FCN, Dai et al. 2016).
 
 How it differs from the blender: the box is cut into k×k cells and cell (i, j) reads its mask
 from score map (i, j): a *fixed* one-hot spatial attention over k² bases, the same for every
