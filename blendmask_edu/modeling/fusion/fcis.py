@@ -11,7 +11,8 @@ instance. The blender *learns* a soft M×M attention over K bases for each insta
         m_d(y, x) = crops_d[i·k + j](y, x)                              mask logits [N, R, R]
 
 FCIS keeps two maps per cell (inside / outside) and classifies with them; here one map per cell
-gives the mask logit and FCOS classifies, so only the fusion differs from the blender.
+gives the mask logit and FCOS classifies (the maps and the absence of a per-instance prediction
+are what differ from the blender).
 Training uses the proposals of every branch of the zoo: the GT box of each positive location of
 FCOS (BlendMask §3.5), with the same cap; the loss is the blender's (centerness-weighted BCE on
 R×R). Inference assembles the detected boxes the same way.
