@@ -29,6 +29,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 from test_overfit import (  # noqa: E402  (the tests' own training and measurements)
     DETECTOR_ITERS,
     MASK_ITERS,
+    ROI_MASK_ITERS,
     centerness_floor,
     grid_ceiling,
     overfit,
@@ -73,7 +74,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as root:
         dataset = shapes_image_with_instances(Path(root))
         for branch in args.branches.split(","):
-            default = DETECTOR_ITERS if branch == "none" else MASK_ITERS
+            default = {"none": DETECTOR_ITERS, "roi": ROI_MASK_ITERS}.get(branch, MASK_ITERS)
             at = sorted(int(a) for a in args.at.split(",")) if args.at else [default]
             for seed in map(int, args.seeds.split(",")):
                 t0 = time.perf_counter()

@@ -119,8 +119,9 @@ class BlenderConfig:
 
 
 # The fusion zoo: other ways to turn shared features into masks, compared with the blender on
-# the same detector. YOLACT and FCIS read their maps from the bottom module configured by
-# `BlenderConfig.bottom_*` (only the fusion differs); all branches learn from the same
+# the same detector architecture. YOLACT and FCIS read their maps from the bottom module
+# configured by `BlenderConfig.bottom_*` (their own maps, per-instance prediction and mask loss
+# differ: docs/is-the-blender-better.md); all branches learn from the same
 # proposals: the GT boxes of FCOS' positive locations, capped by `max_instances_for_loss`.
 
 

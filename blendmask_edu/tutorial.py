@@ -271,9 +271,9 @@ def cached_zoo(map_location="cpu") -> dict[str, nn.Module]:
     mode). Trained once into the cache, then loaded (on the CPU by default)
     → {branch: model in eval mode}.
 
-    With the detector shared and frozen, only the fusion differs between the four models:
+    With the detector shared and frozen, only the mask branch differs between the four models:
     what the notebooks' side-by-side pictures need. It is not `blendmask-edu compare`, which
-    trains every branch with its own detector from scratch (notebook 08)."""
+    trains every branch with its own detector from the ImageNet-pretrained backbone (notebook 08)."""
     from .engine.checkpoint import model_from_checkpoint
     from .engine.compare import ZOO
     from .engine.trainer import CHECKPOINT, Trainer

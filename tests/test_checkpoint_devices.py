@@ -153,6 +153,19 @@ def test_config_of_another_version_loads_with_a_note_naming_each_field(tmp_path,
         assert torch.equal(model.state_dict()[name], value), name
 
 
+def test_a_note_names_the_checkpoint_relative_to_the_current_folder(tmp_path, capsys, monkeypatch):
+    cfg = tiny_config()
+    config = cfg.to_dict()
+    config["model"]["blender"]["future_knob"] = 3
+    (tmp_path / "run").mkdir()
+    path = write_model_checkpoint(tmp_path / "run" / "c.pt", cfg, config=config)
+    monkeypatch.chdir(tmp_path)
+    model_from_checkpoint(path.resolve())  # given as an absolute path
+    out = capsys.readouterr().out
+    assert "note: run/c.pt: config field model.blender.future_knob" in out
+    assert str(tmp_path) not in out
+
+
 def test_config_field_that_changes_the_weights_is_a_clear_error(tmp_path, shapes_small, capsys):
     cfg = tiny_config()
     cfg.model.blender.bottom_c2 = True  # the bottom module also reads C2: more weights

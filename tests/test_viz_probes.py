@@ -131,8 +131,43 @@ def test_basis_roles_name_each_basis_by_its_largest_contrast():
         ("left-right", 3.0),
     ]
     assert roles[0]["contrasts"]["edges"] == 0 and roles[0]["also"] is None
+    assert [r["label"] for r in roles] == ["high on objects", "peaks on edges", "left side"]
     assert role_text(roles[0]).startswith("basis 1: higher inside objects than on background")
     assert "right" not in role_text(roles[2]).split("(")[0].replace("left", "")
+
+
+def test_basis_labels_carry_the_sign_of_the_role():
+    """A basis lower inside objects than on background is a background basis: its label
+    says so, although its role (the contrast's name) is "objects"."""
+    from blendmask_edu.viz.bases_probe import basis_roles
+
+    R = 4
+    box = torch.zeros(3, R, R)
+    box[2, :, 2:] = 3.0  # basis 3: high on the right half of boxes
+    stats = {  # rows: interior, edge, background; columns: bases 1..3
+        "region_means": torch.tensor([[-3.0, 1.0, 0.0], [-1.0, -2.0, 0.0], [1.0, 1.0, 0.0]]),
+        "in_box_means": box,
+    }
+    roles = basis_roles(stats)
+    assert [(r["role"], r["label"]) for r in roles] == [
+        ("objects", "high on background"),  # −3 − 1 = −4
+        ("edges", "dips on edges"),  # −2 below min(1, 1) by 3
+        ("left-right", "right side"),
+    ]
+
+
+def test_box_zones_are_disjoint_and_cover_the_box():
+    from blendmask_edu.viz.bases_probe import box_zones
+
+    for R in (4, 7, 28):
+        zones = box_zones(R)
+        assert list(zones) == ["centre", "top", "bottom", "left", "right"]
+        count = torch.stack(list(zones.values())).sum(0)
+        assert (count == 1).all(), R  # every pixel in exactly one zone
+    zones = box_zones(28)
+    assert zones["centre"][7:21, 7:21].all() and zones["centre"].sum() == 14 * 14
+    assert zones["top"][0, 14] and zones["left"][14, 0] and zones["right"][14, 27]
+    assert zones["bottom"][27, 14] and zones["top"][0, 0]  # a corner: the tie goes to "top"
 
 
 def test_blend_without_two_bases():

@@ -103,6 +103,19 @@ def restore_scaler(scaler, state: dict) -> str | None:
     return None
 
 
+def shown_path(path: str | Path) -> str:
+    """`path` as a message prints it: relative to the current folder when inside it, else as
+    the notebooks print paths (`tutorial.shown`: relative to the clone, `$TMPDIR/...`, `~/...`),
+    so that no machine's absolute path ends up in a log or a committed notebook output."""
+    from ..tutorial import shown  # imported here: the tutorial module imports the engine
+
+    resolved = Path(path).expanduser().resolve()
+    try:
+        return str(resolved.relative_to(Path.cwd().resolve()))
+    except ValueError:
+        return shown(resolved)
+
+
 def model_from_checkpoint(path: str | Path, device="cpu"):
     """Rebuild the trained model of a checkpoint → (model in eval mode, Config, categories).
 
@@ -118,7 +131,7 @@ def model_from_checkpoint(path: str | Path, device="cpu"):
     notes: list[str] = []
     cfg = Config.from_dict(ckpt["config"], notes)
     for note in notes:
-        print(f"note: {path}: {note}")
+        print(f"note: {shown_path(path)}: {note}")
     cfg.model.backbone.pretrained = False  # the checkpoint holds every weight
     cfg.model.backbone.weights_path = None
     model = InstanceSegmenter(cfg.model)

@@ -137,7 +137,11 @@ def basis_roles(stats: dict) -> list[dict]:
 
     The role is the contrast of largest magnitude, with its sign; a second contrast at least
     half as large is kept as "also" (None otherwise) → per basis {"basis": k (0-based),
-    "role": name, "value": contrast, "also": name or None, "contrasts": {name: value}}."""
+    "role": name, "value": contrast, "label": the role's short name *with its sign* ("high
+    on objects" or "high on background", "left side" or "right side", ...), "also": name or
+    None, "contrasts": {name: value}}. Name a basis by its "label", not by "role": a basis
+    that is lower inside objects than on background has role "objects" but is a background
+    basis."""
     interior, edge, background = stats["region_means"]  # [K] each
     box = stats["in_box_means"]  # [K, R, R]
     half = box.shape[-1] // 2
@@ -154,9 +158,11 @@ def basis_roles(stats: dict) -> list[dict]:
         values = {name: float(c[k]) for name, c in contrasts.items()}
         role, second = sorted(values, key=lambda n: -abs(values[n]))[:2]
         also = second if abs(values[second]) >= 0.5 * abs(values[role]) else None
+        label = _ROLE_LABELS[(role, 1 if values[role] >= 0 else -1)]
         roles.append(
-            {"basis": k, "role": role, "value": values[role], "also": also, "contrasts": values}
-        )
+            {"basis": k, "role": role, "value": values[role], "label": label, "also": also,
+             "contrasts": values}
+        )  # fmt: skip
     return roles
 
 
@@ -180,6 +186,35 @@ _ROLE_WORDS = {
     ("top-bottom", 1): "higher on the top side of a box",
     ("top-bottom", -1): "higher on the bottom side of a box",
 }
+
+
+_ROLE_LABELS = {  # the short name of a role, with its sign
+    ("objects", 1): "high on objects",
+    ("objects", -1): "high on background",
+    ("edges", 1): "peaks on edges",
+    ("edges", -1): "dips on edges",
+    ("left-right", 1): "left side",
+    ("left-right", -1): "right side",
+    ("top-bottom", 1): "top side",
+    ("top-bottom", -1): "bottom side",
+}
+
+
+def box_zones(R: int) -> dict[str, torch.Tensor]:
+    """Five disjoint zones of an R×R grid over a box that together cover it → name: [R, R]
+    bool. "centre": the middle half in each direction (rows and columns R//4 .. R − R//4);
+    the ring around it split into its "top", "bottom", "left" and "right" sides, each ring
+    pixel going to the box side it is nearest to (ties in that order)."""
+    q = R // 4
+    centre = torch.zeros(R, R, dtype=torch.bool)
+    centre[q : R - q, q : R - q] = True
+    ys, xs = torch.meshgrid(torch.arange(R), torch.arange(R), indexing="ij")
+    distance = torch.stack([ys, R - 1 - ys, xs, R - 1 - xs])  # to top, bottom, left, right
+    nearest = distance.argmin(0)  # the first of equal distances: ties go top, bottom, left
+    zones = {"centre": centre}
+    for i, side in enumerate(("top", "bottom", "left", "right")):
+        zones[side] = (nearest == i) & ~centre
+    return zones
 
 
 def _mask_iou(pred: torch.Tensor, gt: torch.Tensor) -> torch.Tensor:

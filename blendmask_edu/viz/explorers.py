@@ -180,8 +180,8 @@ class ZooExplorer(DetectionExplorer):
 
     `models`: label → `InstanceSegmenter` (eval mode), one per branch. The image's detections
     are those of the `reference` model (default: the first); every model's mask branch then
-    makes a mask for the *same* box, read at the same FPN location, so only the fusion
-    differs (each model has its own backbone, FPN and FCOS, trained with its branch)."""
+    makes a mask for the *same* box, read at the same FPN location (each model has its own
+    backbone, FPN and FCOS, trained with its branch, so features differ too)."""
 
     def __init__(self, models: dict, dataset, class_names, reference: str | None = None,
                  max_detections: int = 20, dpi: int = 80):  # fmt: skip

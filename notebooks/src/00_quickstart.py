@@ -18,25 +18,20 @@
 # 07 training loop → 08 other fusions → 09 what the bases learned → 10 ablations →
 # 11 the official weights.
 #
-# **Running it elsewhere.** In a clone of the repository (`pip install -e .`) everything is
-# there. On Colab or in a bare environment, the first cell installs the package when it is
-# missing (in a clone it does nothing); notebooks 08 and 10 also read committed results from
-# the clone's `docs/` folder.
+# **Running it elsewhere.** The notebooks need the repository's folder (notebooks 08 and 10
+# also read committed results from its `docs/` folder) with the package installed from it:
+# from the repository root, `pip install -e .` (`make setup` does this into `.venv`; README,
+# "Start here"). The project has no public URL to clone from: on Colab or another machine,
+# copy the repository's folder there first, then run `pip install -e .` in it. The first cell
+# only checks that the package is importable and says what to do when it is not.
 
 # %%
-# Colab / a bare environment: when blendmask_edu is not importable, clone the repository
-# and install it (editable, so that docs/ is there too). In a clone with `pip install -e .`
-# this cell does nothing. REPO_URL: the repository this notebook comes from.
+# Is blendmask_edu installed? If not, this cell stops with what to run (it installs nothing).
 import importlib.util
-import subprocess
-import sys
 
-REPO_URL = "https://github.com/blendmask-edu/blendmask_edu.git"
 if importlib.util.find_spec("blendmask_edu") is None:
-    subprocess.run(["git", "clone", "--depth", "1", REPO_URL, "blendmask_edu_repo"], check=True)
-    subprocess.run([sys.executable, "-m", "pip", "install", "-q", "-e", "blendmask_edu_repo"],
-                   check=True)
-    sys.path.insert(0, "blendmask_edu_repo")  # this kernel sees it without a restart
+    raise ModuleNotFoundError("blendmask_edu is not installed: from the repository root run "
+                              "`pip install -e .` (or `make setup`), then restart the kernel")
 import blendmask_edu
 
 print("blendmask_edu", getattr(blendmask_edu, "__version__", ""), "is importable")

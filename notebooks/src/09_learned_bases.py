@@ -25,8 +25,8 @@ import torch
 from IPython.display import Markdown, display
 
 from blendmask_edu.tutorial import cached_model, describe, pick, val_dataset
-from blendmask_edu.viz.bases_probe import (basis_roles, blend_without, knockout_iou, plot_probe,
-                                           probe_bases, role_text)
+from blendmask_edu.viz.bases_probe import (basis_roles, blend_without, box_zones, knockout_iou,
+                                           plot_probe, probe_bases, role_text)
 from blendmask_edu.viz.blendmask_figures import plot_bases
 
 tm = cached_model()
@@ -110,8 +110,13 @@ print(", ".join(f"{k}: {v} ({v / total:.0%})" for k, v in counts.items()), f"of 
 # %% [markdown]
 # So the mean attention is weighted towards whatever the model detects most often, duplicates
 # and false positives included (the printed shares say how much). Now each basis' measured
-# role (the largest of four contrasts, `basis_roles`), and what the numbers above say,
-# rendered from them:
+# role (the largest of four contrasts, `basis_roles`), named by its sign ("high on objects"
+# or "high on background", "left side" or "right side", ...), and what the numbers above
+# say, rendered from them. Where the mean attention weights a basis most is read on five
+# **disjoint** zones of the box (`box_zones`): its centre (the middle half in each
+# direction) and the ring around it split into top, bottom, left and right sides, each ring
+# pixel going to the side it is nearest to; a basis is said to be weighted most in the zone
+# where its mean weight is highest.
 
 # %%
 roles = basis_roles(stats)
@@ -120,23 +125,18 @@ for r in roles:
 K = len(roles)
 corr = stats["position_correlation"].abs().max()
 std = stats["attention_std"]
-R_ = std.shape[-1]
-border = torch.ones(R_, R_, dtype=torch.bool)
-border[R_ // 4 : -(R_ // 4), R_ // 4 : -(R_ // 4)] = False
-zones = {"centre": ~border, "border": border}
-left, right = torch.zeros(R_, R_, dtype=torch.bool), torch.zeros(R_, R_, dtype=torch.bool)
-left[:, : R_ // 2], right[:, R_ // 2 :] = True, True
-zones.update({"left half": left, "right half": right})
+zones = box_zones(std.shape[-1])  # centre, top, bottom, left, right: disjoint, cover the box
 where = []
 for k in range(K):
     m = stats["attention_mean"][k]
-    where.append(max(zones, key=lambda z: float(m[zones[z]].mean())))
+    z = max(zones, key=lambda z: float(m[zones[z]].mean()))
+    where.append("centre" if z == "centre" else f"{z} side")
 lines = [
     f"- **Region and box.** {'; '.join(role_text(r).split(' (')[0] for r in roles)}.",
     f"- **Position in the image.** The largest correlation of a basis with x or y is "
     f"{float(corr):.2f}: {'no basis encodes where in the image something is' if corr < 0.2 else 'some basis follows the image position'}.",
-    f"- **Attention.** The mean weight of each basis is highest in: "
-    + ", ".join(f"basis {k + 1} ({roles[k]['role']}) the {where[k]}" for k in range(K))
+    f"- **Attention.** The zone where the mean weight of each basis is highest: "
+    + ", ".join(f"basis {k + 1} ({roles[k]['label']}) the {where[k]}" for k in range(K))
     + f". The spread across detections reaches {float(std.max()):.2f} (std of a weight in [0, 1]).",
 ]
 display(Markdown("\n".join(lines)))
@@ -168,18 +168,18 @@ for k in range(1, len(ious)):
 # ## 4. In words
 #
 # The table is rendered from the measurements above (this run's model): each basis' role,
-# where in the box the attention gives it the most weight on average, and the IoU cost of
-# switching it off.
+# the zone of the box where the attention gives it the most weight on average (of the five
+# disjoint zones of section 2), and the IoU cost of switching it off.
 
 # %%
 drop = [float(ious[k + 1] - ious[0]) for k in range(K)]
 rows = ["| basis | measured role | mean attention highest in | IoU without it |", "|---|---|---|---|"]
 for k, r in enumerate(roles):
-    rows.append(f"| {k + 1} | {role_text(r).split(': ', 1)[1].split(' (')[0]} ({r['role']} "
+    rows.append(f"| {k + 1} | {role_text(r).split(': ', 1)[1].split(' (')[0]} (contrast {r['role']} "
                 f"{r['value']:+.2f}) | the {where[k]} | {drop[k]:+.3f} |")
 most = max(range(K), key=lambda k: -drop[k])
 rows.append("")
-rows.append(f"The masks need basis {most + 1} ({roles[most]['role']}) most: without it the mask IoU "
+rows.append(f"The masks need basis {most + 1} ({roles[most]['label']}) most: without it the mask IoU "
             f"falls from {float(ious[0]):.3f} to {float(ious[most + 1]):.3f}. A knock-out cost near 0 "
             "means the other bases can say the same thing there, not that the basis is useless.")
 display(Markdown("\n".join(rows)))
@@ -188,16 +188,19 @@ display(Markdown("\n".join(rows)))
 # How the work is split, in general terms (check each point against the table): the
 # *mean* attention is a layout over the box — which basis tends to be used in the centre,
 # at the border, on one side — and the bases say, at each position, whether there is a
-# shape and where it ends. But the attention is **not only** a position prior: it is
-# predicted per detection and can take its object's shape (exercise 2 shows the detection
-# whose weights differ most from the mean; for a ring it can be ring-shaped). The paper
-# makes the same point: the attention carries coarse instance-level shape and pose, the
-# bases the fine detail.
+# shape and where it ends. But the attention is **not** a position prior by construction: it
+# is predicted per detection, so it can depart from the mean layout and take its object's
+# shape. How far it does in this run is measured, not assumed: exercise 2 prints the largest
+# mean departure from the mean weights over the detections of section 1 and pictures that
+# detection. The paper's view is that the attention carries coarse instance-level shape and
+# pose, the bases the fine detail; a model trained this briefly may use the attention
+# mostly as a layout.
 #
 # **Where the bases are not interpretable.** Two bases with the same role, a basis whose
 # contrasts are all small, a pattern that follows the background's texture rather than a
-# shape: the numbers above show which of these this model has. No measure here finds a
-# class; and the paper's position-sensitive bases (several parts of an object, along both
+# shape: the numbers above show which of these this model has. Only the class table
+# could show a basis that encodes a class (read it as section 2 says: geometry first); and
+# the paper's position-sensitive bases (several parts of an object, along both
 # axes) need not appear in a model trained for minutes on shapes that look alike rotated.
 # Longer training (`BLENDMASK_EDU_FULL=1`) is the first thing to try.
 #
@@ -207,8 +210,9 @@ display(Markdown("\n".join(rows)))
 # - Name a basis by its measured role (this run's), not by its index: another run permutes
 #   and flips them. Knock-outs renormalise the softmax over the remaining bases, so a basis
 #   that says "background" is not mistaken for a useless one.
-# - The mean attention is a layout over the box; each detection's attention adapts to its
-#   object, and the statistics average duplicates and false positives too.
+# - The mean attention is a layout over the box, read on five disjoint zones; each
+#   detection's attention can depart from it (exercise 2 measures by how much), and the
+#   statistics average duplicates and false positives too.
 #
 # ## Exercises
 # 1. Run the probe on 30 *training* images instead of val images. Do the numbers change?

@@ -53,14 +53,20 @@ def mask_branch_params(**knobs) -> dict[str, int]:
 # ## 1. K: how many bases
 #
 # K is the number of output channels of the bottom module (its last 1×1 conv) and the
-# first factor of the top layer's $K \cdot M \cdot M$ outputs per location. The top layer
-# dominates, so the branch grows almost linearly with K:
+# first factor of the top layer's $K \cdot M \cdot M$ outputs per location. So K changes
+# the bottom module only in that last conv, while the top layer grows in proportion to K;
+# which of the two is the larger part depends on K (the last line says from which K on the
+# top layer is):
 
 # %%
+top_larger = []
 for K in (1, 2, 4, 8, 16):
     parts = mask_branch_params(K=K)
     print(f"K = {K:2d}: bottom {parts['bottom']:>9,}   top layer {parts['top']:>9,}   "
           f"total {sum(parts.values()):>9,}")
+    if parts["top"] > parts["bottom"]:
+        top_larger.append(K)
+print(f"the top layer is the larger part for K in {top_larger}, the bottom module below that")
 
 # %% [markdown]
 # With one basis a softmax over K is the constant 1, so the blender would just copy the
@@ -80,12 +86,14 @@ print("the same by hand:\n", att[0, 0].sigmoid() * crop[0, 0].sigmoid())
 # ### The measured K sweep
 #
 # `compare --sweep K=4,8,16` on shapes, one seed, 400 iterations each, on this project's
-# 2-core CPU (`docs/results/sweep_K/`; the figure's title is the one `compare` gives every
-# comparison — here its rows are values of K). **It was measured with an earlier `shapes`
-# preset** (mask loss weight 1, bottom module without the C2 input of notebook 04) and
-# not re-run since, so its numbers are below those of the current zoo table (notebook 08);
-# compare its rows with each other, not with that table. It starts at K = 4: the K = 1 row
-# (with the sigmoid on both, above) was not measured.
+# 2-core CPU (`docs/results/sweep_K/`). **It was measured with an earlier `shapes` preset**
+# (mask loss weight 1, bottom module without the C2 input of notebook 04) and not re-run
+# since, so its K = 4 row is not the blender row of the zoo table of notebook 08 (printed
+# below for its seed spread): compare the sweep's rows with each other only. It starts at
+# K = 4: the K = 1 row (with the sigmoid on both, above) was not measured. The `train
+# s/iter` and `inference ms/img` columns are the wall time of each run on a shared machine,
+# under whatever load it had at that moment: they do not measure what K costs (the
+# parameter counts do).
 
 # %%
 sweep = json.loads((RESULTS / "sweep_K" / "results.json").read_text())
@@ -97,8 +105,15 @@ print(f"the blender (K = 4) over 3 seeds in the zoo comparison (current preset):
       f"{[round(v, 3) for v in blender['mask_AP']['values']]}, std {blender['mask_AP']['std']:.3f}; "
       f"on GT boxes std {blender['mask_AP_gt_boxes']['std']:.3f}")
 
+# %% [markdown]
+# The bars, drawn from the sweep's `results.json` by the code `compare` uses for its
+# `comparison.png` (`viz/compare_figures.plot_comparison`; its title is the one `compare`
+# writes now for every comparison, here with the values of K as rows):
+
 # %%
-display(picture(RESULTS / "sweep_K" / "comparison.png", width=640))
+from blendmask_edu.viz.compare_figures import plot_comparison
+
+plot_comparison(sweep["rows"]);
 
 # %% [markdown]
 # What it says, rendered from the committed `results.json` files (the sweep's, and for the
@@ -119,7 +134,11 @@ lines = [f"- Mask AP by K: " + ", ".join(f"{k} {v:.3f}" for k, v in ap.items())
          f"{(ap[best] - ap['K=4']) / noise:.1f} times the seed std of the K = 4 blender in the zoo "
          f"comparison ({noise:.3f}, another preset). One seed per row: suggestive, not settled.",
          f"- Mask-branch parameters: " + ", ".join(f"{k} {int(v):,}" for k, v in params.items()) + ".",
-         f"- Box AP stays within {min(box):.3f}–{max(box):.3f}: the bases change the masks, not the detector."]
+         f"- Box AP ranges over {min(box):.3f}–{max(box):.3f} across the rows, one seed each; the K = 4 "
+         f"blender's box AP varies by {blender['box_AP']['std']:.3f} (std) between seeds in the zoo comparison, "
+         + ("so the range is within about two seed standard deviations: it cannot be told apart from seed noise."
+            if max(box) - min(box) <= 2 * blender["box_AP"]["std"] else
+            "more than two seed standard deviations, but one seed per row cannot show an effect of K on the detector.")]
 display(Markdown("\n".join(lines)))
 
 # %% [markdown]
@@ -145,8 +164,9 @@ for M in (4, 7, 14, 28):
 
 # %% [markdown]
 # What a coarser M would allow, on the trained model: take one detection's 14×14 attention,
-# average it down to 7×7 and 2×2 (what a smaller M could express at best), and blend the same
-# basis crops with it. This only shows the expressiveness; a model *trained* with a small M
+# average it down to 7×7 and 2×2 (one way a smaller M could express it, each block's mean —
+# not the best M×M attention for this detection, which was not searched for), and blend the
+# same basis crops with it. This only shows the expressiveness; a model *trained* with a small M
 # would learn other bases to make up for it. No M sweep was measured on this machine
 # (`compare --sweep M=7,14,28` runs it).
 
@@ -184,7 +204,7 @@ fig.suptitle(f"val image 5, detection {d} ({name}): the same attention at three 
              fontsize=10);
 
 # %% [markdown]
-# Compare the rows for this one detection: averaging the attention down to M = 7 keeps its
+# Compare the rows for this one detection of this run: averaging the attention down to M = 7 keeps its
 # zones with softer edges; at M = 2 only a coarse split of the box is left, and whatever of
 # the mask survives comes from the bases. One detection shows the idea, not how much M
 # matters; over the detections (score ≥ 0.3) of 30 val images, the share of mask pixels
@@ -311,7 +331,7 @@ for i in range(30):
 print(f"{changed / max(total, 1):.2%} of mask pixels flip at 0.5; largest probability change {max_diff:.2f}")
 
 # %% [markdown]
-# The printed share of mask pixels flips at 0.5; in the example they lie where the weights
+# The printed share of mask pixels flips at 0.5; in this run's example they lie where the weights
 # change between neighbouring attention cells, mostly on the object's outline, where the mask
 # is undecided and a small change of weight tips it. The largest probability change says how
 # far a single pixel can move. At R/M = 2 a nearest block is only 2×2 pixels; at the paper's
@@ -338,9 +358,11 @@ print([(r.label, r.run_name(0)) for r in plan_rows(["blender"], "M=7,14,28")])
 
 # %% [markdown]
 # And a real sweep, on a **tiny budget** in fast mode: K = 2 and K = 8, 10 iterations each,
-# scored on the first 24 val images. **The numbers are not the result** (models after 160
-# images); the point is to see the machinery. With `BLENDMASK_EDU_FULL=1` this cell runs the
-# measured sweep above (K = 4, 8, 16, 400 iterations, all val images).
+# scored on the first 24 val images (the printed command names them). **The numbers are not
+# the result** (models this young detect nothing yet), and its s/iter is the wall time of
+# this run under whatever load the machine has; the point is to see the machinery. With
+# `BLENDMASK_EDU_FULL=1` this cell runs the measured sweep above (K = 4, 8, 16, 400
+# iterations, all val images).
 
 # %%
 from blendmask_edu.engine.compare import run_compare
@@ -361,9 +383,10 @@ print(sorted(p.name for p in out.iterdir()))
 
 # %% [markdown]
 # ## Summary
-# - **K** (bases): the mask branch grows about linearly with K through the top layer; K = 1
-#   uses a sigmoid on both the basis and the attention (the paper's Table 3). The committed
-#   K sweep (earlier preset, one seed) is rendered above with its noise reference.
+# - **K** (bases): the top layer grows in proportion to K and is the larger part of the
+#   branch from the printed K on; K = 1 uses a sigmoid on both the basis and the attention
+#   (the paper's Table 3). The committed K sweep (earlier preset, one seed) is rendered above
+#   with its noise reference: one seed per row, so its differences are not settled.
 # - **M** (attention): parameters grow with $M^2$; how much a coarser attention changes this
 #   model's masks is measured above — not what a model trained with that M would do.
 # - **R** (RoI): sets a ceiling — the GT itself through a small grid loses thin shapes;

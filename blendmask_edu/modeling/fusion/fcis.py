@@ -1,5 +1,5 @@
 """FCIS-style fusion, the "assembler" (Li et al., Fully Convolutional Instance-aware Semantic
-Segmentation, CVPR 2017, §3.1; position-sensitive score maps from R-FCN, Dai et al. 2016).
+Segmentation, CVPR 2017, §2.1; position-sensitive score maps from R-FCN, Dai et al. 2016).
 
 How it differs from the blender: the box is cut into k×k cells and cell (i, j) reads its mask
 from score map (i, j): a *fixed* one-hot spatial attention over k² bases, the same for every
@@ -11,7 +11,8 @@ instance. The blender *learns* a soft M×M attention over K bases for each insta
         m_d(y, x) = crops_d[i·k + j](y, x)                              mask logits [N, R, R]
 
 FCIS keeps two maps per cell (inside / outside) and classifies with them; here one map per cell
-gives the mask logit and FCOS classifies, so only the fusion differs from the blender.
+gives the mask logit and FCOS classifies (the maps and the absence of a per-instance prediction
+are what differ from the blender).
 Training uses the proposals of every branch of the zoo: the GT box of each positive location of
 FCOS (BlendMask §3.5), with the same cap; the loss is the blender's (centerness-weighted BCE on
 R×R). Inference assembles the detected boxes the same way.
