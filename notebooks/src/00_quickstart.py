@@ -255,6 +255,8 @@ display(Markdown(
 # that the overlay shows some (the cell prints how many).
 
 # %%
+import subprocess
+import sys
 import tempfile
 from pathlib import Path
 
