@@ -5,7 +5,8 @@
 # the blended masks right. The BlendMask paper (Chen et al. 2020) pictures the bases of
 # its COCO model and describes position-sensitive patterns (parts of an object, like FCIS'
 # score maps) and semantic ones (object vs background). Do ours? This notebook looks at the bases
-# of the trained `shapes` model, measures them over the val set, and says in words what
+# of the trained `shapes` model, measures them over the first val images (the cells print
+# how many), and says in words what
 # each one appears to encode — and where that is not clear.
 #
 # **What you will learn**
@@ -16,7 +17,7 @@
 #
 # Every conclusion below is computed from this run's model and printed (or rendered) by the
 # cells: a model trained on another machine, on a GPU, longer (`BLENDMASK_EDU_FULL=1`) or
-# with another seed orders and signs its bases differently, so the text names a basis by
+# with another seed may order and sign its bases differently, so the text names a basis by
 # its **measured role**, never by its index alone.
 
 # %%
@@ -80,8 +81,9 @@ plot_probe(stats, names);
 # %% [markdown]
 # **Which detections these statistics average.** The attention rows average every detection
 # with score ≥ 0.3 — not every object. Many of them are duplicates (a second box on an object
-# already found) or false positives (no object under them); counted here with the usual
-# matching (box IoU ≥ 0.5, each object taken by its best-scoring box):
+# already found) or false positives (no object under them); counted here with a simple,
+# class-agnostic matching (box IoU ≥ 0.5, each object taken by its best-scoring box; COCO's
+# matching is per class and would give a box its next-best free object):
 
 # %%
 from torchvision.ops import box_iou
@@ -110,8 +112,10 @@ print(", ".join(f"{k}: {v} ({v / total:.0%})" for k, v in counts.items()), f"of 
 # %% [markdown]
 # So the mean attention is weighted towards whatever the model detects most often, duplicates
 # and false positives included (the printed shares say how much). Now each basis' measured
-# role (the largest of four contrasts, `basis_roles`), named by its sign ("high on objects"
-# or "high on background", "left side" or "right side", ...), and what the numbers above
+# role (the largest of four contrasts, `basis_roles`, plus a second contrast when it is at
+# least half as large), named by its sign ("high on objects" or "high on background" — relative:
+# lower inside objects than on background, not necessarily positive there — "left side" or
+# "right side", ...), and what the numbers above
 # say, rendered from them. Where the mean attention weights a basis most is read on five
 # **disjoint** zones of the box (`box_zones`): its centre (the middle half in each
 # direction) and the ring around it split into top, bottom, left and right sides, each ring
@@ -149,7 +153,7 @@ display(Markdown("\n".join(lines)))
 # ## 3. Which bases do the masks need?
 #
 # Switch one basis off and measure the mask IoU (in the box, against the GT) of the
-# detections that overlap a GT box by at least 0.5. *How* to switch it off matters. Setting
+# detections (score ≥ 0.3, duplicates included) that overlap a GT box by at least 0.5. *How* to switch it off matters. Setting
 # its crop to zero in Eq. 4 would leave the mask logits ≈ 0 wherever that basis had the
 # weight — and a logit of 0 is a probability of 0.5, which the threshold reads as
 # "background". A basis whose job is to say "background" (strongly negative where there is
@@ -173,7 +177,7 @@ for k in range(1, len(ious)):
 
 # %%
 drop = [float(ious[k + 1] - ious[0]) for k in range(K)]
-rows = ["| basis | measured role | mean attention highest in | IoU without it |", "|---|---|---|---|"]
+rows = ["| basis | measured role | mean attention highest in | change in mask IoU without it |", "|---|---|---|---|"]
 for k, r in enumerate(roles):
     rows.append(f"| {k + 1} | {role_text(r).split(': ', 1)[1].split(' (')[0]} (contrast {r['role']} "
                 f"{r['value']:+.2f}) | the {where[k]} | {drop[k]:+.3f} |")
@@ -198,7 +202,8 @@ display(Markdown("\n".join(rows)))
 #
 # **Where the bases are not interpretable.** Two bases with the same role, a basis whose
 # contrasts are all small, a pattern that follows the background's texture rather than a
-# shape: the numbers above show which of these this model has. Only the class table
+# shape: the printed roles show the first two (the same label on two bases, small contrasts),
+# the pictures of section 1 the third. Only the class table
 # could show a basis that encodes a class (read it as section 2 says: geometry first); and
 # the paper's position-sensitive bases (several parts of an object, along both
 # axes) need not appear in a model trained for minutes on shapes that look alike rotated.
@@ -207,8 +212,8 @@ display(Markdown("\n".join(rows)))
 # ## Summary
 # - Look at many images with a symmetric colour scale per map before believing a story;
 #   then measure: regions, position, class, in-box averages, knock-outs.
-# - Name a basis by its measured role (this run's), not by its index: another run permutes
-#   and flips them. Knock-outs renormalise the softmax over the remaining bases, so a basis
+# - Name a basis by its measured role (this run's), not by its index: another run may
+#   permute and flip them. Knock-outs renormalise the softmax over the remaining bases, so a basis
 #   that says "background" is not mistaken for a useless one.
 # - The mean attention is a layout over the box, read on five disjoint zones; each
 #   detection's attention can depart from it (exercise 2 measures by how much), and the
@@ -250,7 +255,7 @@ plot_detection_blending(images[b], box, detection_intermediates(run["masks"][b],
 # %% tags=["solution"]
 # 3. Switch off the two bases whose knock-out cost least (see section 3), the softmax taken
 #    over the two that remain. What is left is the mask those two alone make: compare it with
-#    the full mask, and with the roles printed for the two that remain.
+#    the full mask, and with the roles of the two that remain (section 2's printout).
 two = (ious[1:] - ious[0]).argsort(descending=True)[:2].tolist()  # 0-based basis indices
 mb, det = run["masks"][0], run["fcos"]["detections"][0]
 m = blend_without(mb["basis_crops"], mb["attention"], two).sigmoid()

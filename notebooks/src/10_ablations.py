@@ -204,8 +204,9 @@ fig.suptitle(f"val image 5, detection {d} ({name}): the same attention at three 
              fontsize=10);
 
 # %% [markdown]
-# Compare the rows for this one detection of this run: averaging the attention down to M = 7 keeps its
-# zones with softer edges; at M = 2 only a coarse split of the box is left, and whatever of
+# Compare the rows for this one detection of this run: averaging the attention down to M = 7 keeps
+# its broad zones with softer edges, while a zone only a cell or two wide at M = 14 (a thin
+# border ring, say) can all but vanish; at M = 2 only a coarse split of the box is left, and whatever of
 # the mask survives comes from the bases. One detection shows the idea, not how much M
 # matters; over the detections (score ≥ 0.3) of 30 val images, the share of mask pixels
 # that flip at 0.5 when the attention is averaged down:
@@ -238,7 +239,9 @@ for m_, (f_, n_) in flips.items():
 # The blender computes each mask on an R×R grid over the box; the segmenter pastes it into
 # the image. So even a perfect R×R mask loses detail. How much? Take the **ground-truth**
 # masks, crop each to its own box at R×R (exactly as the mask targets are made), paste them
-# back and compare with the originals — the best IoU any model with this R can reach:
+# back and compare with the originals — the IoU a model that reproduced its binarised
+# training targets exactly would reach on GT boxes: a practical ceiling set by R (soft
+# outputs and predicted boxes move it either way):
 
 # %%
 from blendmask_edu.modeling.mask_branch import mask_targets
@@ -282,8 +285,8 @@ ax.grid(axis="y", alpha=0.3);
 #   already samples each cell about 3.5 times per side. A finer R adds no new detail *from
 #   the bases*; it does place edges more finely, because RoIAlign interpolates the bases
 #   bilinearly and the mask's edge is where the mixed logits cross zero, which can fall
-#   between cell centres (this is why the blender's 28×28 target is finer than the 1/4 grid
-#   for small boxes, notebook 08);
+#   between cell centres (this is why the blender can fit its 28×28 target, cropped from the
+#   full-resolution mask and finer than the 1/4 grid for boxes under 112 px, notebook 08);
 # - the **attention** is M×M = 14×14 over the box: the mix of bases changes at most that
 #   finely (then bilinearly between cells), whatever R is.
 # So beyond R ≈ box/4, a larger R mostly interpolates more finely what the bases and the
@@ -333,10 +336,11 @@ print(f"{changed / max(total, 1):.2%} of mask pixels flip at 0.5; largest probab
 # %% [markdown]
 # The printed share of mask pixels flips at 0.5; in this run's example they lie where the weights
 # change between neighbouring attention cells, mostly on the object's outline, where the mask
-# is undecided and a small change of weight tips it. The largest probability change says how
-# far a single pixel can move. At R/M = 2 a nearest block is only 2×2 pixels; at the paper's
+# is close to 0.5 and a small change of weight tips it. The largest probability change says how
+# far a single pixel can move: the bases' values are large, so a pixel away from the outline
+# can move a long way too. At R/M = 2 a nearest block is only 2×2 pixels; at the paper's
 # R/M ≥ 4 blocks are larger and the difference should be larger too (not measured). Training
-# with nearest would differ more, because the gradients then see blocky weights
+# with nearest might differ more, because the gradients then see blocky weights
 # (`compare --sweep interpolation=bilinear,nearest`; not measured on this machine).
 #
 # ## 5. Running an ablation yourself: `compare --sweep`
@@ -360,9 +364,11 @@ print([(r.label, r.run_name(0)) for r in plan_rows(["blender"], "M=7,14,28")])
 # And a real sweep, on a **tiny budget** in fast mode: K = 2 and K = 8, 10 iterations each,
 # scored on the first 24 val images (the printed command names them). **The numbers are not
 # the result** (models this young detect nothing yet), and its s/iter is the wall time of
-# this run under whatever load the machine has; the point is to see the machinery. With
-# `BLENDMASK_EDU_FULL=1` this cell runs the measured sweep above (K = 4, 8, 16, 400
-# iterations, all val images).
+# the run that trained it under whatever load the machine had (a finished run is reused,
+# `finished, skipped`); the point is to see the machinery. With `BLENDMASK_EDU_FULL=1` this
+# cell runs the same sweep (K = 4, 8, 16, 400 iterations, all val images) with the
+# *current* preset, so its numbers need not match the committed table above (measured with
+# an earlier preset).
 
 # %%
 from blendmask_edu.engine.compare import run_compare
@@ -392,7 +398,7 @@ print(sorted(p.name for p in out.iterdir()))
 # - **R** (RoI): sets a ceiling — the GT itself through a small grid loses thin shapes;
 #   beyond box/4 a larger R mostly interpolates what the 1/4 bases and the M×M attention say.
 # - **Interpolation**: at inference, bilinear vs nearest flips the printed share of mask
-#   pixels, on the outlines. Not measured by training here.
+#   pixels (on the outline in the example shown). Not measured by training here.
 # - The preset's R/M = 2 is outside the paper's range (R/M ≥ 4).
 # - `compare --sweep` runs any of them the same way as the zoo comparison.
 #
@@ -413,11 +419,13 @@ print(sum(p.numel() for p in top.parameters()), (9 * 64 + 1) * K_ * M_**2)
 
 # %% tags=["solution"]
 # 2. 24 / 4 = 6 cells per side: R = 28 takes (28/6)² ≈ 22 samples per cell, R = 56 ≈ 87.
-#    Both are far more samples than cells, so both only interpolate the bases.
+#    Both are far more samples than cells, so neither adds detail from the bases (a finer
+#    R only places the zero crossing more finely).
 for R in (28, 56):
     print(f"R = {R}: {(R / 6) ** 2:.0f} samples per bases cell")
 
 # %% tags=["solution"]
-# 3. The thinnest shapes: their width is close to one R = 14 cell of a box, so the grid
-#    rounds their arms (or the ring's band) away.
+# 3. The shapes with the most border per area: the star's tips taper to points narrower
+#    than an R = 14 cell (box/14), so the grid cuts them off; the ring's band is a quarter of
+#    its box, but its two curved borders are where the grid's error lies.
 print(sorted(ceiling[14].items(), key=lambda kv: kv[1])[:2])
