@@ -59,7 +59,9 @@ def _logged_iters(run: Path) -> int:
 
 
 def test_sigterm_saves_checkpoint_and_resume_matches_uninterrupted_run(shapes_small, tmp_path):
-    iters = 6
+    # Enough iterations that the child cannot finish between our seeing its 2nd log line and
+    # the signal, even when a loaded machine starves this polling process (with 6 it once did).
+    iters = 30
     proc = _train_process(shapes_small, tmp_path / "run", iters)
     deadline = time.monotonic() + 1800  # a guard against a hang, not a timing check
     while _logged_iters(tmp_path / "run") < 2 and proc.poll() is None:
