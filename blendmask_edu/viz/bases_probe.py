@@ -158,7 +158,7 @@ def basis_roles(stats: dict) -> list[dict]:
         values = {name: float(c[k]) for name, c in contrasts.items()}
         role, second = sorted(values, key=lambda n: -abs(values[n]))[:2]
         also = second if abs(values[second]) >= 0.5 * abs(values[role]) else None
-        label = _ROLE_LABELS[(role, 1 if values[role] >= 0 else -1)]
+        label = _role_names(role, values[role])[0]
         roles.append(
             {"basis": k, "role": role, "value": values[role], "label": label, "also": also,
              "contrasts": values}
@@ -168,36 +168,29 @@ def basis_roles(stats: dict) -> list[dict]:
 
 def role_text(role: dict) -> str:
     """'basis 2: lower inside objects than on background (objects −3.10, edges ...)'."""
-    words = _ROLE_WORDS[(role["role"], 1 if role["value"] >= 0 else -1)]
+    words = _role_names(role["role"], role["value"])[1]
     if role.get("also"):
-        value = role["contrasts"][role["also"]]
-        words += ", and " + _ROLE_WORDS[(role["also"], 1 if value >= 0 else -1)]
+        words += ", and " + _role_names(role["also"], role["contrasts"][role["also"]])[1]
     others = ", ".join(f"{n} {v:+.2f}" for n, v in role["contrasts"].items())
     return f"basis {role['basis'] + 1}: {words} ({others})"
 
 
-_ROLE_WORDS = {
-    ("objects", 1): "higher inside objects than on background",
-    ("objects", -1): "lower inside objects than on background",
-    ("edges", 1): "peaks on object edges",
-    ("edges", -1): "dips on object edges",
-    ("left-right", 1): "higher on the left side of a box",
-    ("left-right", -1): "higher on the right side of a box",
-    ("top-bottom", 1): "higher on the top side of a box",
-    ("top-bottom", -1): "higher on the bottom side of a box",
+# Each role, by the sign of its contrast: (short label, words for a sentence).
+_ROLE_NAMES = {
+    ("objects", 1): ("high on objects", "higher inside objects than on background"),
+    ("objects", -1): ("high on background", "lower inside objects than on background"),
+    ("edges", 1): ("peaks on edges", "peaks on object edges"),
+    ("edges", -1): ("dips on edges", "dips on object edges"),
+    ("left-right", 1): ("left side", "higher on the left side of a box"),
+    ("left-right", -1): ("right side", "higher on the right side of a box"),
+    ("top-bottom", 1): ("top side", "higher on the top side of a box"),
+    ("top-bottom", -1): ("bottom side", "higher on the bottom side of a box"),
 }
 
 
-_ROLE_LABELS = {  # the short name of a role, with its sign
-    ("objects", 1): "high on objects",
-    ("objects", -1): "high on background",
-    ("edges", 1): "peaks on edges",
-    ("edges", -1): "dips on edges",
-    ("left-right", 1): "left side",
-    ("left-right", -1): "right side",
-    ("top-bottom", 1): "top side",
-    ("top-bottom", -1): "bottom side",
-}
+def _role_names(role: str, value: float) -> tuple[str, str]:
+    """(label, words) of a role whose contrast is `value`."""
+    return _ROLE_NAMES[(role, 1 if value >= 0 else -1)]
 
 
 def box_zones(R: int) -> dict[str, torch.Tensor]:
