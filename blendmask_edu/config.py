@@ -207,6 +207,7 @@ class OptimConfig:
     warmup_factor: float = 1.0 / 3
     clip_grad_norm: float = 0.0  # 0 = off
     backbone_lr_mult: float = 1.0  # learning-rate factor for the (pretrained) backbone body
+    top_lr_mult: float = 1.0  # learning-rate factor for BlendMask's top layer (the attention conv)
 
 
 @dataclass

@@ -143,3 +143,36 @@ def test_lr_schedule_warmup_step_and_cosine():
     assert lr_factor(0, cos, 100) == 1.0
     assert lr_factor(50, cos, 100) == pytest.approx(0.5)
     assert lr_factor(100, cos, 100) == pytest.approx(0.0)
+
+
+def test_optimizer_groups_give_the_body_and_the_top_layer_their_own_learning_rates():
+    from blendmask_edu.engine.schedule import build_optimizer
+    from blendmask_edu.modeling.segmenter import InstanceSegmenter
+
+    cfg = tiny_config()
+    model = InstanceSegmenter(cfg.model)
+    body = {id(p) for p in model.backbone.body.parameters()}
+    top = {id(p) for p in model.mask_branch.top.parameters()}
+    trainable = [p for p in model.parameters() if p.requires_grad]
+
+    def lr_of(optimizer):
+        """id(parameter) → (lr, weight decay); fails if a parameter is in two groups."""
+        seen = {}
+        for group in optimizer.param_groups:
+            for p in group["params"]:
+                assert id(p) not in seen
+                seen[id(p)] = (group["lr"], group["weight_decay"])
+        return seen
+
+    cfg.optim.backbone_lr_mult, cfg.optim.top_lr_mult = 0.5, 0.1
+    seen = lr_of(build_optimizer(model, cfg.optim))
+    assert len(seen) == len(trainable)
+    for p in trainable:
+        mult = 0.5 if id(p) in body else 0.1 if id(p) in top else 1.0
+        decay = cfg.optim.weight_decay if p.ndim > 1 else 0.0
+        assert seen[id(p)] == (pytest.approx(cfg.optim.lr * mult), decay)
+    # The default factor 1 keeps the layout without top-layer groups (older checkpoints load).
+    cfg.optim.top_lr_mult = 1.0
+    for group in build_optimizer(model, cfg.optim).param_groups:
+        ids = {id(p) for p in group["params"]}
+        assert not ids & top or ids - top - body  # the top layer shares the head's groups

@@ -22,21 +22,27 @@ from ..config import OptimConfig
 
 def build_optimizer(model: nn.Module, cfg: OptimConfig) -> torch.optim.Optimizer:
     """No weight decay on biases and normalisation parameters (1-D tensors); the pretrained
-    backbone body (`model.backbone.body`) learns at `lr · backbone_lr_mult`. Build it after
-    moving the model to its device (fused updates on CUDA)."""
+    backbone body (`model.backbone.body`) learns at `lr · backbone_lr_mult`, BlendMask's top
+    layer (`model.mask_branch.top`, the attention conv of §3.4) at `lr · top_lr_mult`. The top
+    layer gets groups of its own only when its factor is not 1, so the groups (and checkpoints)
+    of every other run keep their layout. Build it after moving the model to its device (fused
+    updates on CUDA)."""
     body = getattr(getattr(model, "backbone", None), "body", None)
-    in_body = {id(p) for p in body.parameters()} if body is not None else set()
+    top = getattr(getattr(model, "mask_branch", None), "top", None)
+    part_of = {id(p): "body" for p in body.parameters()} if body is not None else {}
+    if top is not None and cfg.top_lr_mult != 1.0:
+        part_of.update({id(p): "top" for p in top.parameters()})
+    lr_mult = {"body": cfg.backbone_lr_mult, "rest": 1.0, "top": cfg.top_lr_mult}
     groups = []
-    for is_body in (True, False):
-        lr = cfg.lr * (cfg.backbone_lr_mult if is_body else 1.0)
+    for part in ("body", "rest", "top"):
         for decay in (True, False):
             params = [
                 p
                 for p in model.parameters()
-                if p.requires_grad and (id(p) in in_body) == is_body and (p.ndim > 1) == decay
+                if p.requires_grad and part_of.get(id(p), "rest") == part and (p.ndim > 1) == decay
             ]
             if params:
-                groups.append({"params": params, "lr": lr,
+                groups.append({"params": params, "lr": cfg.lr * lr_mult[part],
                                "weight_decay": cfg.weight_decay if decay else 0.0})  # fmt: skip
     # On CUDA one fused kernel updates every parameter (instead of one launch per tensor).
     fused = True if all(p.is_cuda for g in groups for p in g["params"]) else None
