@@ -17,24 +17,12 @@ import json
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 
 from blendmask_edu.data.coco import CocoInstances
 from blendmask_edu.engine.coco_eval import evaluate_coco
-from blendmask_edu.modeling.fusion.yolact import downsample_masks
+from blendmask_edu.modeling.fusion.yolact import grid_masks
 from blendmask_edu.modeling.mask_branch import mask_targets
 from blendmask_edu.modeling.paste import paste_masks
-
-
-def grid_target(masks: torch.Tensor, stride: int = 4) -> torch.Tensor:
-    """[G, H, W] → YOLACT-style's target on the 1/stride grid, upsampled back: [G, H, W]."""
-    H, W = masks.shape[-2:]
-    h, w = -(-H // stride), -(-W // stride)
-    coarse = downsample_masks(masks, (h, w), stride)  # [G, h, w] in {0, 1}
-    up = F.interpolate(
-        coarse[:, None], (h * stride, w * stride), mode="bilinear", align_corners=False
-    )
-    return up[:, 0, :H, :W]
 
 
 def box_target(target: dict, R: int) -> torch.Tensor:
@@ -46,8 +34,8 @@ def box_target(target: dict, R: int) -> torch.Tensor:
 
 def ceilings(dataset: CocoInstances, Rs: tuple[int, ...]) -> dict:
     """Mask AP on GT boxes of each kind of target, over the whole set."""
-    kinds = {"1/4 grid (YOLACT-style)": grid_target}
-    kinds.update({f"R = {R} over the box": (lambda m, t, R=R: box_target(t, R)) for R in Rs})
+    kinds = {"1/4 grid (YOLACT-style)": lambda t: grid_masks(t["masks"])}
+    kinds.update({f"R = {R} over the box": (lambda t, R=R: box_target(t, R)) for R in Rs})
     out = {}
     for name, make in kinds.items():
         predictions = []
@@ -55,7 +43,7 @@ def ceilings(dataset: CocoInstances, Rs: tuple[int, ...]) -> dict:
             t = dataset.load_target(image_id)
             if len(t["boxes"]) == 0:
                 continue
-            masks = make(t["masks"]) if make is grid_target else make(t["masks"], t)
+            masks = make(t)
             predictions.append({"image_id": image_id, "boxes": t["boxes"], "labels": t["labels"],
                                 "scores": torch.ones(len(masks)), "masks": masks})  # fmt: skip
         m = evaluate_coco(dataset.coco, predictions, dataset.label_to_cat_id, ("segm",))["segm"]

@@ -18,6 +18,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
+import statistics
 import time
 from pathlib import Path
 
@@ -91,7 +93,34 @@ def markdown(results: dict) -> str:
             "",
             f"Oracle: Adam, {steps['steps']} steps, lr {steps['lr']}, from the prediction.",
         ]
+        lines += over_seeds(oracles)
     return "\n".join(lines) + "\n"
+
+
+def over_seeds(oracles: dict) -> list[str]:
+    """The oracle table's AP columns as mean ± std over the seeds of each row (runs named
+    ROW_sSEED), for rows with more than one seed."""
+    rows: dict[str, list[dict]] = {}
+    for name, o in oracles.items():
+        rows.setdefault(re.sub(r"_s\d+$", "", name), []).append(o)
+    rows = {row: os for row, os in rows.items() if len(os) > 1}
+    if not rows:
+        return []
+
+    def spread(values: list[float]) -> str:
+        return f"{statistics.mean(values):.3f} ± {statistics.stdev(values):.3f}"
+
+    lines = ["", "## Oracle attention over seeds (mean ± std)", ""]
+    lines += [
+        "| row | seeds | predicted AP | oracle AP | oracle − predicted |",
+        "|---|---|---|---|---|",
+    ]
+    for row, os in rows.items():
+        pred = [o["predicted"]["AP"] for o in os]
+        orac = [o["oracle"]["AP"] for o in os]
+        gain = [b - a for a, b in zip(pred, orac)]
+        lines.append(f"| {row} | {len(os)} | {spread(pred)} | {spread(orac)} | {spread(gain)} |")
+    return lines
 
 
 def main() -> None:

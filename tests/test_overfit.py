@@ -27,7 +27,7 @@ from blendmask_edu.engine.coco_eval import evaluate_coco
 from blendmask_edu.engine.evaluate import evaluate_model
 from blendmask_edu.engine.gt_boxes import evaluate_masks_on_gt_boxes
 from blendmask_edu.engine.schedule import build_optimizer
-from blendmask_edu.modeling.fusion.yolact import downsample_masks
+from blendmask_edu.modeling.fusion.yolact import grid_masks
 from blendmask_edu.modeling.segmenter import InstanceSegmenter
 
 pytestmark = pytest.mark.slow
@@ -144,10 +144,7 @@ def grid_ceiling(dataset, stride: int = 4) -> float:
     """Mask AP of the GT masks passed through a 1/stride grid and upsampled back (bilinear):
     the best a mask assembled on that grid (YOLACT's prototypes) can score."""
     target = dataset.load_target(dataset.image_ids[0])
-    H, W = target["masks"].shape[-2:]
-    coarse = downsample_masks(target["masks"], (H // stride, W // stride), stride)
-    masks = F.interpolate(coarse[:, None], (H, W), mode="bilinear", align_corners=False)[:, 0]
-    return mask_ap_on_gt_boxes(dataset, masks)
+    return mask_ap_on_gt_boxes(dataset, grid_masks(target["masks"], stride))
 
 
 @pytest.mark.parametrize("branch", ["blender", "yolact", "fcis", "roi"])

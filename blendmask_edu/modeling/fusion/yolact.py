@@ -65,6 +65,19 @@ def downsample_masks(masks: torch.Tensor, size: tuple[int, int], stride: int) ->
     return (F.avg_pool2d(padded[:, None], stride)[:, 0] >= 0.5).float()  # [G, h, w]
 
 
+def grid_masks(masks: torch.Tensor, stride: int = 4) -> torch.Tensor:
+    """GT masks [G, H, W] → their YOLACT-style targets (`downsample_masks` on the 1/stride
+    grid of the padded image), upsampled back (bilinear) to [G, H, W]: the best a mask
+    assembled on that grid and trained on those targets can draw."""
+    H, W = masks.shape[-2:]
+    h, w = -(-H // stride), -(-W // stride)
+    coarse = downsample_masks(masks, (h, w), stride)  # [G, h, w] in {0, 1}
+    up = F.interpolate(
+        coarse[:, None], (h * stride, w * stride), mode="bilinear", align_corners=False
+    )
+    return up[:, 0, :H, :W]
+
+
 class YolactBranch(MaskBranch):
     def __init__(
         self,
