@@ -124,6 +124,12 @@ def test_results_markdown_shows_mean_and_std_over_seeds():
     })  # fmt: skip
     assert "| blender | 0.500 ± 0.020 |" in table
     assert "10 iterations" in table
+    assert "--set" not in table
+    changed = results_markdown({
+        "preset": "shapes", "seeds": [0], "budget": {"max_iters": 10, "time_budget_min": None},
+        "rows": [{"row": "blender", **row}], "set": ["optim.top_lr_mult=0.1"],
+    })  # fmt: skip
+    assert "`shapes` preset, changed for every row by `--set`: `optim.top_lr_mult=0.1`;" in changed
 
 
 @pytest.mark.parametrize(
