@@ -19,7 +19,6 @@ from __future__ import annotations
 import argparse
 import json
 import re
-import statistics
 import time
 from pathlib import Path
 
@@ -28,6 +27,7 @@ import torch
 from blendmask_edu.data.coco import CocoInstances
 from blendmask_edu.data.transforms import build_transforms
 from blendmask_edu.engine.checkpoint import model_from_checkpoint
+from blendmask_edu.engine.compare import cell, summarise
 from blendmask_edu.engine.occlusion import occlusion_split
 from blendmask_edu.engine.oracle import oracle_attention_ap, oracle_predictions
 
@@ -99,27 +99,26 @@ def markdown(results: dict) -> str:
 
 def over_seeds(oracles: dict) -> list[str]:
     """The oracle table's AP columns as mean ± std over the seeds of each row (runs named
-    ROW_sSEED), for rows with more than one seed."""
+    ROW_sSEED), for rows with more than one seed (`compare`'s summarise and cell)."""
     rows: dict[str, list[dict]] = {}
     for name, o in oracles.items():
         rows.setdefault(re.sub(r"_s\d+$", "", name), []).append(o)
     rows = {row: os for row, os in rows.items() if len(os) > 1}
     if not rows:
         return []
-
-    def spread(values: list[float]) -> str:
-        return f"{statistics.mean(values):.3f} ± {statistics.stdev(values):.3f}"
-
     lines = ["", "## Oracle attention over seeds (mean ± std)", ""]
     lines += [
         "| row | seeds | predicted AP | oracle AP | oracle − predicted |",
         "|---|---|---|---|---|",
     ]
     for row, os in rows.items():
-        pred = [o["predicted"]["AP"] for o in os]
-        orac = [o["oracle"]["AP"] for o in os]
-        gain = [b - a for a, b in zip(pred, orac)]
-        lines.append(f"| {row} | {len(os)} | {spread(pred)} | {spread(orac)} | {spread(gain)} |")
+        stats = summarise([
+            {"predicted": o["predicted"]["AP"], "oracle": o["oracle"]["AP"],
+             "gain": o["oracle"]["AP"] - o["predicted"]["AP"]}
+            for o in os
+        ])  # fmt: skip
+        cells = [cell(stats[k], "{:.3f}", len(os)) for k in ("predicted", "oracle", "gain")]
+        lines.append(f"| {row} | {len(os)} | " + " | ".join(cells) + " |")
     return lines
 
 

@@ -264,15 +264,13 @@ def results_markdown(results: dict) -> str:
         per_run = f"{budget['time_budget_min']} min of training"
     else:
         per_run = "the preset's"
-    changed = results.get("set") or []
-    note = (
-        f"\n`{results['preset']}` preset"
-        + (
-            f", changed for every row by `--set`: {', '.join(f'`{a}`' for a in changed)}"
-            if changed
-            else ""
+    preset = f"`{results['preset']}` preset"
+    if results.get("set"):
+        preset += ", changed for every row by `--set`: " + ", ".join(
+            f"`{a}`" for a in results["set"]
         )
-        + f"; seeds {results['seeds']} (mean ± std over seeds); "
+    note = (
+        f"\n{preset}; seeds {results['seeds']} (mean ± std over seeds); "
         f"budget per run: {per_run}. Inference and train speed: this machine, this run. "
         "Shared by every row: data, detector architecture (FCOS), loop and budget; each run "
         "trains its own detector from the same ImageNet-pretrained backbone. "
