@@ -419,11 +419,20 @@ display(picture(RESULTS / "zoo_400" / "qualitative.png", width=860))
 # What the numbers say, and what they do not (rendered from the committed `results.json`):
 
 # %%
+def mean_std(m):
+    """'0.408 ± 0.021' (no spread with one seed)."""
+    return f"{m['mean']:.3f}" + (f" ± {m['std']:.3f}" if len(m["values"]) > 1 else "")
+
+
+def within_one_std(a, b):
+    """Are two measurements' means closer than the larger of their seed std's (several seeds)?"""
+    return min(len(a["values"]), len(b["values"])) > 1 and abs(a["mean"] - b["mean"]) < max(a["std"], b["std"])
+
+
 def ordering(rows, key):
     """'a 0.4 ± 0.01 > b ...' by the mean of `key`, best first."""
     order = sorted(rows, key=lambda b: -rows[b][key]["mean"])
-    spread = lambda m: f" ± {m['std']:.3f}" if len(m["values"]) > 1 else ""  # none with one seed
-    return order, " > ".join(f"{b} {rows[b][key]['mean']:.3f}{spread(rows[b][key])}" for b in order)
+    return order, " > ".join(f"{b} {mean_std(rows[b][key])}" for b in order)
 
 
 def noise_note(rows, order):
@@ -435,12 +444,6 @@ def noise_note(rows, order):
     spread = max(a["std"], b["std"])
     return (f"The gap between the first two, {gap:.3f}, is {gap / spread:.1f} times the larger of "
             "their seed standard deviations.")
-
-
-def within_noise(rows, order):
-    """Are the first two rows' mask AP means closer than the larger of their seed std's?"""
-    a, b = rows[order[0]]["mask_AP"], rows[order[1]]["mask_AP"]
-    return min(len(a["values"]), len(b["values"])) > 1 and a["mean"] - b["mean"] < max(a["std"], b["std"])
 
 
 rows = {r["row"]: r for r in measured["rows"]}
@@ -492,7 +495,7 @@ for name in ("table1_400", "table1_1500"):
                      + f"\n\n- Mask AP: {text1}. " + noise_note(rows1, order1)
                      + f" **{'The paper' if order1 == paper_order else 'Not the paper'}'s ordering of the means**"
                      + (", but the first two are within one seed standard deviation of each other."
-                        if within_noise(rows1, order1) else ".")
+                        if within_one_std(rows1[order1[0]]["mask_AP"], rows1[order1[1]]["mask_AP"]) else ".")
                      + f" Seed by seed, the {order1[0]} is ahead of the {order1[1]} on "
                      + f"{ahead(rows1, order1, 'mask_AP')} of {len(t1['seeds'])} seeds."
                      + f"\n- On GT boxes: {text1_gt}."))
@@ -557,16 +560,11 @@ display(Markdown(f"**{cap['budget']['max_iters']} iterations, seeds {cap['seeds'
 pairs = [("FCIS-style k=2 (4 maps)", "blender K=4 (preset)"), ("FCIS-style k=4 (16 maps)", "blender K=16, M=4")]
 
 
-def mean_std(m):
-    return f"{m['mean']:.3f}" + (f" ± {m['std']:.3f}" if len(m["values"]) > 1 else "")
-
-
 def verdict(b, f):
     """Blender row b against FCIS-style row f on one metric: who leads, or within the seed spread."""
-    gap = b["mean"] - f["mean"]
-    if min(len(b["values"]), len(f["values"])) > 1 and abs(gap) < max(b["std"], f["std"]):
+    if within_one_std(b, f):
         return "within one seed standard deviation"
-    return ("blender" if gap > 0 else "FCIS-style") + " leads" + ("" if len(b["values"]) > 1 else " (one seed)")
+    return ("blender" if b["mean"] > f["mean"] else "FCIS-style") + " leads" + ("" if len(b["values"]) > 1 else " (one seed)")
 
 
 lines = []
